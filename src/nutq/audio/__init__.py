@@ -1,0 +1,1 @@
+"""Audio leaf utilities: feature front ends, resampling, PCM/WAV helpers."""

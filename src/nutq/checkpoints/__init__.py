@@ -1,0 +1,1 @@
+"""Finding, downloading and making checkpoint directories in the official file layout."""

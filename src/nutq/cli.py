@@ -1,0 +1,80 @@
+"""The `nutq` command. Subcommands import their machinery lazily so `nutq --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _make_checkpoint(args) -> int:
+    from .checkpoints.make import make_checkpoint
+
+    files = make_checkpoint(args.dir, size=args.size, seed=args.seed, overwrite=args.force)
+    print(files.root)
+    return 0
+
+
+def _download(args) -> int:
+    from .checkpoints.files import resolve
+
+    files = resolve(args.model_dir, revision=args.revision)
+    print(files.root)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="nutq", description="Real-time Arabic text-to-speech (Chatterbox Multilingual).")
+    ap.add_argument("--version", action="version", version=_version())
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("make-checkpoint", help="write random weights in the official file layout")
+    p.add_argument("dir", help="output directory")
+    p.add_argument("--size", choices=["tiny", "full"], default="tiny",
+                   help="tiny: small widths for tests; full: official sizes for benchmarks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=_make_checkpoint)
+
+    p = sub.add_parser("download", help="fetch (or verify) the official model files and print their directory")
+    p.add_argument("--model-dir", help="use this directory instead of downloading (also $NUTQ_MODEL_DIR)")
+    p.add_argument("--revision", help="model repository revision (branch, tag or commit); also $NUTQ_MODEL_REVISION")
+    p.set_defaults(func=_download)
+
+    for mod in _OPTIONAL_SUBCOMMANDS:
+        try:
+            module = __import__(mod, fromlist=["add_parser"])
+        except ImportError:
+            continue
+        module.add_parser(sub)
+    return ap
+
+
+# Subcommands that live beside the packages they drive (each exposes add_parser(subparsers)).
+_OPTIONAL_SUBCOMMANDS = ("nutq.text.cli",)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"nutq {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import NutqError
+
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not getattr(args, "func", None):
+        ap.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (NutqError, FileExistsError, ValueError) as e:
+        print(f"nutq: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Text: the Arabic frontend and the multilingual tokenizer (pure Python leaves)."""

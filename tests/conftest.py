@@ -1,0 +1,74 @@
+"""Shared test fixtures: golden parity files and tiny checkpoints made at test time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "golden"
+SHARED = REPO.parent / "shared"
+FIXTURE_VOCAB = SHARED / "fixtures" / "chatterbox-mtl-tokenizer" / "grapheme_mtl_merged_expanded_v1.json"
+
+
+def load_golden(name: str):
+    """(tensors, meta) from tests/golden/<name>.safetensors, made by tools/parity/<name>.py."""
+    from safetensors import safe_open
+
+    path = GOLDEN / f"{name}.safetensors"
+    if not path.exists():
+        pytest.fail(f"missing parity fixture {path}; regenerate with tools/parity/make_golden.sh")
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = json.loads(f.metadata()["meta"])
+    return tensors, meta
+
+
+def refenv_python() -> str | None:
+    """The reference env's python if it has been built (tools/refenv/build.sh), else None."""
+    root = Path(os.environ.get("NUTQ_REFENV", Path.home() / ".cache" / "nutq-refenv"))
+    py = root / "venv" / "bin" / "python"
+    return str(py) if py.exists() else None
+
+
+def run_generator(script: str, out: Path, *args: str) -> None:
+    """Run tools/parity/<script> in the reference env (for live, `refenv`-marked tests)."""
+    py = refenv_python()
+    if py is None:
+        pytest.skip("reference env not built (bash tools/refenv/build.sh)")
+    subprocess.run([py, str(REPO / "tools" / "parity" / script), "--out", str(out), *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def vocab_path() -> Path:
+    if not FIXTURE_VOCAB.exists():
+        pytest.fail(f"tokenizer vocabulary fixture missing at {FIXTURE_VOCAB}")
+    return FIXTURE_VOCAB
+
+
+STATEDICTS = SHARED / "reference" / "statedicts"
+
+
+@pytest.fixture(scope="session")
+def statedict_listing():
+    """Parse a shared/reference/statedicts listing into {key: shape} (None-valued keys dropped)."""
+
+    def parse(name: str, strip_prefix: str = "") -> dict[str, tuple[int, ...]]:
+        path = STATEDICTS / name
+        if not path.exists():
+            pytest.fail(f"official state-dict listing missing at {path} (shared/ must sit beside the repo)")
+        out = {}
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) < 3 or parts[1] == "None" or not parts[0].startswith(strip_prefix):
+                continue
+            shape = tuple(int(x) for x in parts[1].strip("()").split(",") if x)
+            out[parts[0][len(strip_prefix):]] = shape
+        return out
+
+    return parse

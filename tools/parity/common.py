@@ -1,0 +1,44 @@
+"""Shared helpers for the parity-fixture generators.
+
+Generators run inside the reference env (tools/refenv/build.sh), which has the official
+chatterbox-tts 0.1.7 and torch but not nutq's dependencies. They import nutq's torch-only modules
+(e.g. nutq.models.random_init) straight from src/ so both sides draw identical random weights.
+
+Fixture format: one safetensors file per component in tests/golden/, tensors named
+`in.*` (inputs), `out.*` (official outputs) and `meta.*` where useful; a JSON string in the
+safetensors metadata under "meta" carries the config, seed and versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "src"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+GOLDEN = REPO / "tests" / "golden"
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--size", choices=["tiny", "full"], default="tiny")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--out", type=Path, required=True)
+    return ap
+
+
+def save(path: Path, tensors: dict, meta: dict) -> None:
+    import chatterbox
+    import torch
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(meta, official="chatterbox-tts " + getattr(chatterbox, "__version__", "0.1.7"),
+                torch=torch.__version__)
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path),
+              metadata={"meta": json.dumps(meta, ensure_ascii=False)})
+    print(f"wrote {path} ({path.stat().st_size/1e6:.2f} MB, {len(tensors)} tensors)")

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Regenerate every parity fixture in tests/golden/ from the official chatterbox-tts 0.1.7.
+set -euo pipefail
+cd "$(dirname "$0")"
+REFENV="${NUTQ_REFENV:-${XDG_CACHE_HOME:-$HOME/.cache}/nutq-refenv}"
+PY="$REFENV/venv/bin/python"
+[ -x "$PY" ] || { echo "reference env missing: run 'make refenv' first"; exit 1; }
+for gen in *.py; do
+  [ "$gen" = common.py ] && continue
+  name="${gen%.py}"
+  echo "== $name"
+  "$PY" "$gen" --out "../../tests/golden/$name.safetensors"
+done
