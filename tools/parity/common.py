@@ -18,6 +18,11 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# Generators are run as scripts, which puts tools/parity first on sys.path; a generator named like
+# a package (s3tokenizer.py) would then shadow the official one. Drop that entry once `common`
+# is imported, and put nutq's src/ in front instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 GOLDEN = REPO / "tests" / "golden"

@@ -118,7 +118,10 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, kvh * d, bias=False)
         self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, layer: int, cache: KVCache, input_pos, mask, kv_len):
+    def forward(self, x, cos, sin, layer: int, cache: KVCache, input_pos, mask, kv_len, probe_heads=None):
+        """Returns (out, probe): `probe` is row 0's attention weights (len(heads), T, kv_len) for the
+        requested heads, computed from q and the cached k (the alignment guard reads them), or
+        None. Only these rows are materialised; the attention itself stays on the fused kernel."""
         B, T, _ = x.shape
         cfg = self.cfg
         q = self.q_proj(x).view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)  # (B, H, T, D)
@@ -135,7 +138,16 @@ class Attention(nn.Module):
             keys = keys.repeat_interleave(rep, dim=1)
             values = values.repeat_interleave(rep, dim=1)
         out = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, cfg.num_heads * cfg.head_dim))
+        probe = None
+        if probe_heads:
+            idx = torch.tensor(probe_heads, device=x.device)
+            qh = q[0].index_select(0, idx).float()  # (n, T, D)
+            kh = keys[0].index_select(0, idx).float()  # (n, S, D)
+            scores = (qh @ kh.transpose(1, 2)) * cfg.head_dim ** -0.5
+            m = mask[0] if mask.dim() == 4 else mask
+            scores = scores.masked_fill(~m.expand(len(probe_heads), -1, -1), float("-inf"))
+            probe = scores.softmax(dim=-1)
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, cfg.num_heads * cfg.head_dim)), probe
 
 
 class MLP(nn.Module):
@@ -157,9 +169,10 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, layer, cache, input_pos, mask, kv_len):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, layer, cache, input_pos, mask, kv_len)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def forward(self, x, cos, sin, layer, cache, input_pos, mask, kv_len, probe_heads=None):
+        h, probe = self.self_attn(self.input_layernorm(x), cos, sin, layer, cache, input_pos, mask, kv_len, probe_heads)
+        x = x + h
+        return x + self.mlp(self.post_attention_layernorm(x)), probe
 
 
 class LlamaBackbone(nn.Module):
@@ -191,13 +204,17 @@ class LlamaBackbone(nn.Module):
         *,
         kv_len: int | None = None,
         mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        probes: tuple[tuple[int, int], ...] = (),
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, C) at absolute positions `input_pos` (T,) -> final-normed hidden (B, T, C).
 
         `kv_len` (a Python int) limits attention to cache slots [0, kv_len): the eager path passes
         the true length so it never touches unused slots. A graph-captured step passes
         `kv_len=None` with a precomputed boolean `mask` (B or 1, 1, T, max_len) instead, keeping
         every shape static. With neither, a causal mask over the whole cache is built here.
+
+        `probes` lists (layer, head) pairs whose row-0 attention weights to return as well:
+        then the result is (hidden, weights (len(probes), T, kv_len)) in probe order.
         """
         if kv_len is None:
             kv_len = cache.max_len
@@ -205,6 +222,16 @@ class LlamaBackbone(nn.Module):
             k_pos = torch.arange(kv_len, device=x.device)
             mask = (k_pos[None, :] <= input_pos[:, None])[None, None]  # (1, 1, T, kv_len)
         cos, sin = self.rope(input_pos, x.dtype)
+        by_layer: dict[int, list[int]] = {}
+        for layer_idx, head in probes:
+            by_layer.setdefault(layer_idx, []).append(head)
+        found: dict[tuple[int, int], torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, i, cache, input_pos, mask, kv_len)
-        return self.norm(x)
+            x, probe = layer(x, cos, sin, i, cache, input_pos, mask, kv_len, tuple(by_layer.get(i, ())))
+            if probe is not None:
+                for j, head in enumerate(by_layer[i]):
+                    found[(i, head)] = probe[j]
+        x = self.norm(x)
+        if probes:
+            return x, torch.stack([found[p] for p in probes])
+        return x

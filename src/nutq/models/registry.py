@@ -35,7 +35,9 @@ def _t3_module(cfg):
 
 
 def _ve():
-    from .voice_encoder import VE_FULL, VE_TINY, VoiceEncoderConfig
+    from .voice_encoder import FULL as VE_FULL
+    from .voice_encoder import TINY as VE_TINY
+    from .voice_encoder import VoiceEncoderConfig
 
     return VoiceEncoderConfig, VE_FULL, VE_TINY
 

@@ -129,13 +129,15 @@ class T3(nn.Module):
         w = self.speech_head.weight
         return KVCache(self.cfg.llama, batch, max_len, device=device or w.device, dtype=dtype or w.dtype)
 
-    def forward_hidden(self, embeds: torch.Tensor, start_pos: int, cache: KVCache) -> torch.Tensor:
-        """Run (B, T, C) embeddings at positions start_pos.. and return final-normed hidden states."""
+    def forward_hidden(self, embeds: torch.Tensor, start_pos: int, cache: KVCache,
+                       probes: tuple[tuple[int, int], ...] = ()):
+        """Run (B, T, C) embeddings at positions start_pos.. and return final-normed hidden states
+        (and, with `probes`, row 0's attention weights of those (layer, head) pairs)."""
         T = embeds.shape[1]
         if start_pos + T > cache.max_len:
             raise ValueError(f"KV cache of {cache.max_len} positions cannot hold position {start_pos + T - 1}")
         input_pos = torch.arange(start_pos, start_pos + T, device=embeds.device)
-        return self.tfmr(embeds, input_pos, cache, kv_len=start_pos + T)
+        return self.tfmr(embeds, input_pos, cache, kv_len=start_pos + T, probes=probes)
 
     def speech_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.speech_head(hidden)

@@ -1,0 +1,1 @@
+"""The engine: sessions, the decode loop, sampling, the alignment guard, token2wav, timings."""
