@@ -4,3 +4,14 @@ Importing this package is cheap: heavy modules (torch models, the engine) load o
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["TTS", "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy: `import nutq` stays cheap; the model stack loads on first use of nutq.TTS.
+    if name == "TTS":
+        from .tts import TTS
+
+        return TTS
+    raise AttributeError(f"module 'nutq' has no attribute {name!r}")

@@ -22,6 +22,26 @@ def _download(args) -> int:
     return 0
 
 
+def _speak(args) -> int:
+    import soundfile as sf
+
+    from .tts import SAMPLE_RATE, TTS
+
+    tts = TTS(_resolve(args), device=args.device, dtype=args.dtype)
+    wav = tts.synthesize(args.text, language=args.lang, voice=args.voice, seed=args.seed,
+                         exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
+                         normalize=not args.no_normalize, max_new_tokens=args.max_tokens)
+    sf.write(args.output, wav, SAMPLE_RATE, subtype="PCM_16")
+    print(f"{args.output}: {len(wav) / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz")
+    return 0
+
+
+def _resolve(args):
+    from .checkpoints.files import resolve
+
+    return resolve(args.model_dir, revision=getattr(args, "revision", None))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="nutq", description="Real-time Arabic text-to-speech (Chatterbox Multilingual).")
     ap.add_argument("--version", action="version", version=_version())
@@ -39,6 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", help="use this directory instead of downloading (also $NUTQ_MODEL_DIR)")
     p.add_argument("--revision", help="model repository revision (branch, tag or commit); also $NUTQ_MODEL_REVISION")
     p.set_defaults(func=_download)
+
+    p = sub.add_parser("speak", help="synthesise text to a WAV file (offline)")
+    p.add_argument("text")
+    p.add_argument("-o", "--output", default="out.wav")
+    p.add_argument("--model-dir", help="checkpoint directory (also $NUTQ_MODEL_DIR); default: download")
+    p.add_argument("--revision", help="model repository revision when downloading")
+    p.add_argument("--voice", help="reference clip (wav/flac/ogg) to clone; default: the built-in voice")
+    p.add_argument("--lang", default="ar")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--exaggeration", type=float, default=0.5)
+    p.add_argument("--cfg-weight", type=float, default=0.5)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--max-tokens", type=int, default=1000, help="speech-token limit (25 per second)")
+    p.add_argument("--no-normalize", action="store_true", help="skip the Arabic text frontend")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="T3 weights dtype (default: file's)")
+    p.set_defaults(func=_speak)
 
     for mod in _OPTIONAL_SUBCOMMANDS:
         try:

@@ -72,5 +72,10 @@ class MelSpectrogram24k(nn.Module):
         self.register_buffer("mel_basis", mel_basis_24k(), persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
 
+    def init_buffers(self, device: torch.device) -> None:
+        """Rebuild the constants after a meta-device build (they are not stored in any file)."""
+        self.mel_basis = mel_basis_24k().to(device)
+        self.window = torch.hann_window(N_FFT, device=device)
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return mel_spectrogram_24k(wav.to(self.window.device), self.mel_basis, self.window)

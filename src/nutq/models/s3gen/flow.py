@@ -1,0 +1,150 @@
+"""S3Gen flow (`CausalMaskedDiffWithXvec`): speech tokens + a voice prompt -> 80-bin mel at 50 Hz.
+
+The new tokens are appended to the voice's prompt tokens and the whole sequence is encoded (the
+encoder and the estimator attend in both directions, so the prompt conditions every frame). The
+mel of the prompt is given as `cond` for the first 2·Tp frames, the CFM solver denoises all frames,
+and the prompt part is cut off the result.
+
+The noise is an argument: streaming re-runs the flow on a growing token prefix and needs the same
+noise for frames it has already produced. Keys equal the official `flow.*` keys without `flow.`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nutq.models.s3gen.cfm import CFMDecoder, EulerCFG, Solver
+from nutq.models.s3gen.estimator import ESTIMATOR_FULL, ESTIMATOR_TINY, EstimatorConfig
+from nutq.models.s3gen.flow_encoder import (
+    FLOW_ENCODER_FULL,
+    FLOW_ENCODER_TINY,
+    FlowEncoderConfig,
+    UpsampleConformerEncoder,
+    key_padding_mask,
+)
+
+__all__ = ["FlowConfig", "FLOW_FULL", "FLOW_TINY", "Flow"]
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    vocab_size: int = 6561  # S3 speech-token codebook
+    spk_embed_dim: int = 192  # CAMPPlus x-vector
+    encoder: FlowEncoderConfig = FLOW_ENCODER_FULL
+    estimator: EstimatorConfig = ESTIMATOR_FULL
+
+    @property
+    def n_mels(self) -> int:
+        return self.estimator.n_mels
+
+    @property
+    def token_mel_ratio(self) -> int:
+        """Mel frames per speech token (25 Hz tokens, 50 Hz mel)."""
+        return self.encoder.up_stride
+
+    @property
+    def lookahead_frames(self) -> int:
+        """Mel frames held back when `finalize=False`: the look-ahead tokens' frames (3·2 = 6)."""
+        return self.encoder.pre_lookahead_len * self.encoder.up_stride
+
+
+FLOW_FULL = FlowConfig()
+FLOW_TINY = FlowConfig(vocab_size=256, encoder=FLOW_ENCODER_TINY, estimator=ESTIMATOR_TINY)
+
+
+def _batch(x: Tensor, b: int) -> Tensor:
+    """Broadcast a per-voice tensor with batch 1 to batch b (a view, no copy)."""
+    return x.expand(b, *x.shape[1:]) if x.size(0) == 1 and b > 1 else x
+
+
+class Flow(nn.Module):
+    def __init__(self, cfg: FlowConfig = FLOW_FULL):
+        super().__init__()
+        self.cfg = cfg
+        # Registration order = official state-dict order.
+        self.input_embedding = nn.Embedding(cfg.vocab_size, cfg.encoder.input_size)
+        self.spk_embed_affine_layer = nn.Linear(cfg.spk_embed_dim, cfg.n_mels)
+        self.encoder = UpsampleConformerEncoder(cfg.encoder)
+        self.encoder_proj = nn.Linear(cfg.encoder.d_model, cfg.n_mels)
+        self.decoder = CFMDecoder(cfg.estimator)
+
+    def encode(
+        self, tokens: Tensor, token_len: Tensor, finalize: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        """All tokens (prompt ++ new) (B, T) -> mu (B, 80, 2T[-6]) and frame mask (B, 1, 2T[-6])."""
+        valid = key_padding_mask(token_len, tokens.size(1))  # (B, T)
+        dtype = self.spk_embed_affine_layer.weight.dtype
+        # Padded ids may be anything (-1, EOS ids); they are zeroed after the lookup anyway.
+        x = self.input_embedding(tokens.long().masked_fill(~valid, 0)) * valid.unsqueeze(-1).to(dtype)
+        h, h_mask = self.encoder(x, token_len)  # (B, 2T, C), (B, 1, 2T)
+        if not finalize:
+            # The last look-ahead tokens have not seen their right context yet: hold their frames back.
+            h = h[:, : -self.cfg.lookahead_frames]
+            h_mask = h_mask[:, :, : h.size(1)]
+        return self.encoder_proj(h).transpose(1, 2), h_mask  # (B, 80, T_mel), (B, 1, T_mel)
+
+    @torch.inference_mode()
+    def inference(
+        self,
+        token: Tensor,
+        token_len: Tensor | None,
+        prompt_token: Tensor,
+        prompt_token_len: Tensor | None,
+        prompt_feat: Tensor,
+        embedding: Tensor,
+        *,
+        finalize: bool,
+        noise: Tensor | None = None,
+        n_timesteps: int = 10,
+        cfg_rate: float = 0.7,
+        generator: torch.Generator | None = None,
+        solver: Solver | None = None,
+    ) -> Tensor:
+        """Mel for the new tokens: (B, 80, 2·Tn), or 2·Tn - 6 frames when `finalize=False`.
+
+        token: (B, Tn) new speech tokens; prompt_token: (1|B, Tp); prompt_feat: (1|B, 2·Tp, 80)
+        (time-major, as stored in the voice conditionals); embedding: (1|B, 192) x-vector.
+        Lengths (B,) may be None for unpadded input.
+
+        noise: (1|B, 80, >= T_mel) with T_mel = 2·(Tp+Tn) (minus 6 if not finalize); it covers the
+        prompt frames too and only its first T_mel frames are used, so one noise tensor drawn for
+        the longest prefix serves every streaming call. None draws N(0,1) with `generator`.
+        `solver` replaces the default `EulerCFG(n_timesteps, cfg_rate)` (e.g. a distilled solver).
+        With `finalize=False` the 6 frames are cut from the padded end, so rows should be unpadded;
+        with no more than 3 new tokens nothing is ready yet and an empty (B, 80, 0) mel is returned.
+        """
+        b = token.size(0)
+        dev = token.device
+        if not finalize and token.size(1) <= self.cfg.encoder.pre_lookahead_len:
+            return torch.zeros(b, self.cfg.n_mels, 0, device=dev, dtype=self.encoder_proj.weight.dtype)
+        if token_len is None:
+            token_len = torch.full((b,), token.size(1), dtype=torch.long, device=dev)
+        if prompt_token_len is None:
+            prompt_token_len = torch.full((1,), prompt_token.size(1), dtype=torch.long, device=dev)
+
+        dtype = self.spk_embed_affine_layer.weight.dtype  # voice tensors follow the model's dtype
+        embedding = torch.atleast_2d(embedding).to(device=dev, dtype=dtype)
+        spks = _batch(self.spk_embed_affine_layer(F.normalize(embedding, dim=1)), b)  # (B, 80)
+        prompt_feat = _batch(prompt_feat.to(device=dev, dtype=dtype), b)
+        tokens = torch.cat([_batch(prompt_token.to(dev), b), token], dim=1)  # (B, Tp+Tn)
+        lens = _batch(prompt_token_len.reshape(-1).to(dev), b) + token_len.to(dev)
+
+        mu, mask = self.encode(tokens, lens, finalize)
+        mask = mask.to(mu.dtype)
+        n_prompt, t_mel = prompt_feat.size(1), mu.size(2)
+        cond = torch.zeros_like(mu)  # (B, 80, T_mel): the prompt's mel, zeros where we generate
+        cond[:, :, :n_prompt] = prompt_feat.transpose(1, 2)
+
+        if noise is None:
+            z = torch.randn(mu.shape, generator=generator, device=dev, dtype=mu.dtype)
+        else:
+            if noise.size(-1) < t_mel:
+                raise ValueError(f"noise has {noise.size(-1)} frames, this call needs {t_mel}")
+            z = _batch(noise[..., :t_mel].to(device=dev, dtype=mu.dtype), b)
+
+        feat = self.decoder(z, mu, mask, spks, cond, solver or EulerCFG(n_timesteps, cfg_rate))
+        return feat[:, :, n_prompt:]
