@@ -70,6 +70,9 @@ GEN_TRIGGERS = frozenset({
     "في", "من", "إلى", "الى", "عن", "على", "منذ", "حتى", "بعد", "قبل", "خلال", "حوالي", "حوالى",
     "نحو", "بين", "مع", "عند", "لدى", "لمدة", "مدة", "بقيمة", "بمبلغ", "بنسبة", "نسبة", "قرابة", "زهاء", "لحوالي",
     "بحوالي", "عام", "سنة", "لعام", "لسنة", "بعام", "وعام", "عامي", "أعوام",
+    # the one-letter prepositions written apart with tatweel ("بـ 150"), as they look before or
+    # after the tatweel is dropped
+    "ب", "ل", "ك", "بـ", "لـ", "كـ",
 })
 _YEAR_CUES = frozenset({"عام", "سنة", "لعام", "لسنة", "بعام", "العام", "السنة", "وعام", "منذ"})
 # Words after which a long number is a phone number or code, read digit by digit.
