@@ -12,10 +12,12 @@ which is what nutq does.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from conftest import load_golden, run_generator
 from nutq.models.random_init import randomize_module
@@ -191,12 +193,8 @@ def test_runs_in_bfloat16(golden, flow):
 def test_full_size_matches_official(tmp_path):
     out = tmp_path / "flow_full.safetensors"
     run_generator("flow.py", out, "--size", "full")
-    from safetensors import safe_open
-
     with safe_open(str(out), "pt") as f:
         g = {k: f.get_tensor(k) for k in f.keys()}
-        import json
-
         meta = json.loads(f.metadata()["meta"])
     model = randomize_module(Flow(FLOW_FULL), meta["seed"]).eval()
     errs = check_against(model, g, TOL)
