@@ -15,10 +15,7 @@ def _make_checkpoint(args) -> int:
 
 
 def _download(args) -> int:
-    from .checkpoints.files import resolve
-
-    files = resolve(args.model_dir, revision=args.revision)
-    print(files.root)
+    print(_resolve(args).root)
     return 0
 
 

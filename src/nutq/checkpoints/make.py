@@ -25,12 +25,6 @@ SIZES = ("tiny", "full")
 DSP_BUFFERS = ("_mel_filters", "window")
 
 
-def _configs(size: str) -> dict:
-    from ..models.registry import configs_for_size
-
-    return configs_for_size(size)
-
-
 def _bundled_tokenizer() -> Path:
     return Path(str(resources.files("nutq") / "assets" / files.TOKENIZER_FILE))
 
@@ -64,7 +58,7 @@ def _random_conds(cfgs: dict, seed: int) -> dict:
 def make_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, overwrite: bool = False) -> files.CheckpointFiles:
     from safetensors.torch import save_file
 
-    from ..models.registry import build
+    from ..models.registry import build, configs_for_size
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
@@ -73,7 +67,7 @@ def make_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, over
     if existing and not overwrite:
         raise FileExistsError(f"{out} already holds {', '.join(existing)}; pass overwrite=True (--force)")
     out.mkdir(parents=True, exist_ok=True)
-    cfgs = _configs(size)
+    cfgs = configs_for_size(size)
     torch.manual_seed(seed)
 
     t3 = randomize_module(build("t3", cfgs["t3"]), seed)

@@ -11,7 +11,7 @@ All thresholds are configuration. `OFFICIAL` reproduces chatterbox-tts 0.1.7 exa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -32,7 +32,6 @@ class GuardConfig:
     token_repetition: int = 2  # this many identical consecutive fed-back tokens force EOS
     min_text_for_eos_suppression: int = 6  # suppress EOS only for texts of at least this many tokens
     false_start: float = 0.1  # tracked only (the official guard does not act on it)
-    counters: tuple[str, ...] = field(default=("eos_suppressed", "forced_eos", "discontinuity"), repr=False)
 
 
 OFFICIAL = GuardConfig()
