@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	# The CPU torch wheel first (pinned), so the editable install never pulls CUDA builds.
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q torch==2.13.0
-	$(VPY) -m pip install -q -e '.[test]'
+	$(VPY) -m pip install -q -e '.[test,serve]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+# One torch thread per test process: on a shared 2-core machine, torch's default of one thread
+# per core makes OpenMP barriers spin against other processes and slows small models tens of
+# times; CI's own cores gain little from a second thread on tiny models.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
@@ -72,3 +76,11 @@ def statedict_listing():
         return out
 
     return parse
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """One random tiny checkpoint (official layout + sidecar) for the whole run; treat as read-only."""
+    from nutq.checkpoints.make import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("tiny-ckpt"), size="tiny", seed=0).root

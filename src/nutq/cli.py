@@ -27,7 +27,8 @@ def _speak(args) -> int:
     tts = TTS(_resolve(args), device=args.device, dtype=args.dtype)
     wav = tts.synthesize(args.text, language=args.lang, voice=args.voice, seed=args.seed,
                          exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
-                         normalize=not args.no_normalize, max_new_tokens=args.max_tokens)
+                         normalize=not args.no_normalize, max_new_tokens=args.max_tokens,
+                         watermark=False if args.no_watermark else None)
     sf.write(args.output, wav, SAMPLE_RATE, subtype="PCM_16")
     print(f"{args.output}: {len(wav) / SAMPLE_RATE:.2f} s at {SAMPLE_RATE} Hz")
     return 0
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--max-tokens", type=int, default=1000, help="speech-token limit (25 per second)")
     p.add_argument("--no-normalize", action="store_true", help="skip the Arabic text frontend")
+    p.add_argument("--no-watermark", action="store_true",
+                   help="skip the Perth watermark (applied by default when resemble-perth is installed)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="T3 weights dtype (default: file's)")
     p.set_defaults(func=_speak)
@@ -84,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live beside the packages they drive (each exposes add_parser(subparsers)).
-_OPTIONAL_SUBCOMMANDS = ("nutq.text.cli",)
+_OPTIONAL_SUBCOMMANDS = ("nutq.text.cli", "nutq.bench.cli")
 
 
 def _version() -> str:

@@ -1,18 +1,31 @@
-"""`nutq.TTS`: offline synthesis (text -> 24 kHz float32 audio) on the plain reference path."""
+"""`nutq.TTS`: offline synthesis on the plain reference path, and streaming synthesis (`stream`,
+`astream`) on sessions over a pooled KV cache."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from .audio.watermark import watermarker_for
 from .checkpoints import files as ckfiles
 from .engine.generate import generate_speech_tokens
 from .engine.sampling import SamplingParams
+from .engine.alignment import GuardConfig
+from .engine.kv_pool import KVPool
+from .engine.session import Session, resolve_guard
+from .engine.stream import AsyncSpeechStream, Phrase, SpeechStream
+from .engine.chunking import ChunkSchedule
 from .engine.voice import Voice, VoiceError, load_conds, prepare_voice
 from .models.loading import DTYPES
 from .models.registry import configs_from_sidecar, load_component
+
+if TYPE_CHECKING:
+    from .engine.voice_cache import VoiceCache
 
 __all__ = ["TTS", "SAMPLE_RATE"]
 
@@ -23,7 +36,14 @@ _ENDINGS = tuple(".!?-,؟،؛。？！")
 class TTS:
     """Loads the four official files once; `synthesize` is thread-compatible but not re-entrant."""
 
-    def __init__(self, files: ckfiles.CheckpointFiles, device: str = "cpu", dtype: str | None = None):
+    def __init__(self, files: ckfiles.CheckpointFiles, device: str = "cpu", dtype: str | None = None, *,
+                 flow_dtype: str | None = None, max_sessions: int = 1, max_cache_len: int = 1500,
+                 voice_store: str | Path | None = None):
+        """`max_sessions` concurrent streams share a KV pool of `max_cache_len` positions per
+        session (conditioning + text + speech tokens); it is allocated on the first stream.
+        `voice_store`: a directory where the voice cache persists voices across restarts.
+        `dtype` casts T3 and `flow_dtype` S3Gen's flow (the heaviest part of vocoding) to fp32,
+        bf16 or fp16; the voice encoder, S3 tokenizer, CAMPPlus and HiFT stay in fp32."""
         from .text.tokenizer import MTLTokenizer
 
         self.files = files
@@ -33,8 +53,16 @@ class TTS:
         self.t3 = load_component(files.root, "t3", cfgs["t3"], dtype=t3_dtype, device=self.device)
         self.ve = load_component(files.root, "ve", cfgs["ve"], device=self.device)
         self.s3gen = load_component(files.root, "s3gen", cfgs["s3gen"], device=self.device)
+        if flow_dtype:
+            self.s3gen.flow.to(DTYPES[flow_dtype])
         self.tokenizer = MTLTokenizer.from_file(files.tokenizer)
         self.default_voice: Voice | None = load_conds(files.conds) if files.conds else None
+        self._pool_shape = (max_sessions, max_cache_len)
+        self._pool: KVPool | None = None
+        self._pool_lock = threading.Lock()
+        self._voice_store = voice_store
+        self._voices = None
+        self._model_id: str | None = None
 
     @classmethod
     def from_local(cls, model_dir: str | Path, **kw) -> "TTS":
@@ -45,7 +73,35 @@ class TTS:
         return cls(ckfiles.resolve(None, revision=revision), **kw)
 
     def prepare_voice(self, src, sr: int | None = None, exaggeration: float = 0.5) -> Voice:
-        return prepare_voice((self.ve, self.s3gen, self.t3.cfg.prompt_len), src, sr, exaggeration)
+        """A voice from a reference clip (path, bytes, or array with `sr`), or from a nutq voice
+        file (`.safetensors`, see `nutq.engine.voice_format`)."""
+        if isinstance(src, (str, Path)) and str(src).endswith(".safetensors"):
+            from .engine.voice_format import load_voice
+
+            return load_voice(src, model=self.model_id).with_exaggeration(exaggeration)
+        with torch.inference_mode():
+            return prepare_voice((self.ve, self.s3gen, self.t3.cfg.prompt_len), src, sr, exaggeration)
+
+    @property
+    def model_id(self) -> str:
+        """Identity of the weights voices depend on (voice files record it; cheap, computed once)."""
+        if self._model_id is None:
+            from .engine.voice_format import model_fingerprint
+
+            self._model_id = model_fingerprint(self.files.root)
+        return self._model_id
+
+    @property
+    def voices(self) -> "VoiceCache":
+        """The voice cache: voices by id or clip content, LRU in memory, persisted under
+        `voice_store` when one was given; "default" is the checkpoint's built-in voice."""
+        with self._pool_lock:
+            if self._voices is None:
+                from .engine.voice_cache import VoiceCache
+
+                self._voices = VoiceCache(self.prepare_voice, store_dir=self._voice_store,
+                                          default=self.default_voice, model=self.model_id)
+            return self._voices
 
     def text_ids(self, text: str, language: str = "ar", normalize: bool = True) -> torch.Tensor:
         """[SOT] + tokenizer ids + [EOT] for one utterance."""
@@ -65,8 +121,14 @@ class TTS:
     def synthesize(self, text: str, language: str = "ar", voice: Voice | str | Path | bytes | None = None, *,
                    seed: int | None = None, exaggeration: float = 0.5, cfg_weight: float = 0.5,
                    temperature: float = 0.8, repetition_penalty: float = 2.0, min_p: float = 0.05,
-                   top_p: float = 1.0, max_new_tokens: int = 1000, normalize: bool = True) -> np.ndarray:
-        """Text -> (N,) float32 audio at 24 kHz, with the official defaults."""
+                   top_p: float = 1.0, max_new_tokens: int = 1000, normalize: bool = True,
+                   watermark: bool | None = None) -> np.ndarray:
+        """Text -> (N,) float32 audio at 24 kHz, with the official defaults.
+
+        `watermark`: None applies the Perth watermark (as the official pipeline does) when
+        resemble-perth is installed; True requires it (WatermarkUnavailable if missing); False skips it.
+        """
+        marker = watermarker_for(watermark)  # a required-but-missing watermark fails before any work
         if voice is None:
             if self.default_voice is None:
                 raise VoiceError("this checkpoint has no conds.pt: pass voice=<reference clip>")
@@ -87,4 +149,84 @@ class TTS:
             tokens = torch.tensor(res.tokens, device=self.device).reshape(1, -1)
             noise_gen = gen if self.device.type == "cpu" else None
             wav, _ = self.s3gen.inference(tokens, voice.gen.to(self.device), generator=noise_gen)
-        return wav[0].float().cpu().numpy()
+        out = wav[0].float().cpu().numpy()
+        return marker.apply(out, SAMPLE_RATE) if marker is not None else out
+
+    # ------------------------------------------------------------------ streaming
+
+    @property
+    def pool(self) -> KVPool:
+        with self._pool_lock:
+            if self._pool is None:
+                slots, max_len = self._pool_shape
+                w = self.t3.speech_head.weight
+                self._pool = KVPool(self.t3.cfg.llama, slots, max_len, device=w.device, dtype=w.dtype)
+            return self._pool
+
+    def _voice(self, voice, exaggeration: float | None) -> Voice:
+        """None: the built-in voice; exaggeration None keeps the voice's own value."""
+        if voice is None:
+            if self.default_voice is None:
+                raise VoiceError("this checkpoint has no conds.pt: pass voice=<reference clip>")
+            voice = self.default_voice
+        elif not isinstance(voice, Voice):
+            voice = self.prepare_voice(voice, exaggeration=0.5 if exaggeration is None else exaggeration)
+        return voice if exaggeration is None else voice.with_exaggeration(exaggeration)
+
+    def phrases(self, text: str, language: str = "ar", normalize: bool = True, segment: bool = True) -> list[Phrase]:
+        """Cut a request into phrases (or keep it whole) and tokenize each: errors surface here,
+        before any audio."""
+        from .text.segment import PhraseSegmenter
+
+        if segment:
+            seg = PhraseSegmenter()
+            pieces = seg.feed(text) + seg.flush()
+        else:
+            pieces = [text]
+        out, start = [], 0
+        for piece in pieces:
+            at = text.find(piece, start)
+            start = at + len(piece) if at >= 0 else start
+            try:
+                ids = self.text_ids(piece, language, normalize)
+            except ValueError as e:
+                if "nothing to say" in str(e):
+                    continue  # a phrase of punctuation or spaces only
+                raise
+            out.append(Phrase(piece, max(at, 0), ids))
+        if not out:
+            raise ValueError("nothing to say: the text is empty after normalization")
+        return out
+
+    def stream(self, text: str, voice: Voice | str | Path | bytes | None = None, language: str = "ar", *,
+               params: SamplingParams | None = None, seed: int | None = None, exaggeration: float | None = None,
+               guard: GuardConfig | str | None = "official", schedule: ChunkSchedule | None = None,
+               normalize: bool = True, segment: bool = True) -> SpeechStream:
+        """Speak `text` as a stream of `AudioChunk`s (24 kHz float32) while T3 is still generating.
+
+        `voice`: a `Voice` (e.g. from `tts.voices.get(id)`), a reference clip, a nutq voice file, or
+        None for the built-in voice; `exaggeration` None keeps the voice's own value. `params`
+        defaults to the official sampling settings; `guard` is a profile name, a `GuardConfig` or
+        None (no alignment guard); `schedule` sets the chunk sizes. `segment=False` speaks the text
+        as one utterance (as the official `generate` does) instead of phrase by phrase.
+        """
+        t_request = time.perf_counter()
+        params = params or SamplingParams()
+        guard_cfg = resolve_guard(guard)
+        schedule = schedule or ChunkSchedule()
+        phrases = self.phrases(text, language, normalize, segment)
+        v = self._voice(voice, exaggeration)
+        seed = seed if seed is not None else int(torch.seed() % 2**31)
+        gen, noise = torch.Generator(device=self.device), torch.Generator(device=self.device)
+        gen.manual_seed(seed)
+        noise.manual_seed(seed + 1)
+        pool = self.pool
+
+        def make(phrase: Phrase) -> Session:
+            return Session(self.t3, self.s3gen, pool, phrase.ids, v, params, guard_cfg, schedule, gen, noise)
+
+        return SpeechStream(phrases, make, SAMPLE_RATE, t_request)
+
+    def astream(self, *args, **kw) -> AsyncSpeechStream:
+        """`async for chunk in tts.astream(...)`: `stream` driven from a worker thread."""
+        return AsyncSpeechStream(self.stream(*args, **kw))

@@ -53,6 +53,8 @@ def iter_speech_tokens(
     replays given ids instead of sampling (parity tests). `stats`, if given, receives the guard's
     decision counts when the loop ends.
     """
+    if params.ignore_eos:
+        raise ValueError("the plain reference loop follows the official one and always stops on EOS")
     cfg = t3.cfg
     dev = t3.speech_head.weight.device
     text_ids = text_ids.to(dev)

@@ -28,6 +28,9 @@ class SamplingParams:
     top_k: int = 0  # 0 = off (the official loop has no top_k)
     max_new_tokens: int = 1000
     greedy: bool = False
+    # Never stop on EOS, so exactly max_new_tokens are generated (benchmarks with a fixed length;
+    # like vLLM's ignore_eos). The plain reference loop does not support it.
+    ignore_eos: bool = False
 
     def __post_init__(self):
         if self.temperature <= 0 and not self.greedy:

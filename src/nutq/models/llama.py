@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LlamaConfig", "KVCache", "LlamaBackbone", "llama3_inv_freq"]
+__all__ = ["LlamaConfig", "KVCache", "KVView", "LlamaBackbone", "llama3_inv_freq"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,21 @@ def llama3_inv_freq(cfg: LlamaConfig) -> torch.Tensor:
     return torch.where(medium, smoothed, scaled)
 
 
-class KVCache(nn.Module):
+class _KVShape:
+    """Shape accessors shared by a cache and a view of some of its rows (k: (L, B, H, S, D))."""
+
+    k: torch.Tensor
+
+    @property
+    def max_len(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+
+class KVCache(_KVShape, nn.Module):
     """Preallocated keys/values for every layer: (layers, batch, kv_heads, max_len, head_dim).
 
     Rows are whatever the caller makes them (a session's two CFG rows, or many sessions' rows in a
@@ -79,13 +93,18 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
         self.register_buffer("v", torch.zeros(shape, device=device, dtype=dtype), persistent=False)
 
-    @property
-    def max_len(self) -> int:
-        return self.k.shape[3]
+    def rows(self, start: int, n: int) -> "KVView":
+        """A view of batch rows [start, start+n): a session's slot in a pooled cache."""
+        if start < 0 or n < 1 or start + n > self.batch:
+            raise IndexError(f"rows [{start}, {start + n}) outside a cache of {self.batch} rows")
+        return KVView(self.k[:, start:start + n], self.v[:, start:start + n])
 
-    @property
-    def batch(self) -> int:
-        return self.k.shape[1]
+
+class KVView(_KVShape):
+    """Rows of a `KVCache` (views, no copy) usable wherever a cache is: writes land in the pool."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+        self.k, self.v = k, v
 
 
 class RMSNorm(nn.Module):
@@ -144,8 +163,9 @@ class Attention(nn.Module):
             qh = q[0].index_select(0, idx).float()  # (n, T, D)
             kh = keys[0].index_select(0, idx).float()  # (n, S, D)
             scores = (qh @ kh.transpose(1, 2)) * cfg.head_dim ** -0.5
-            m = mask[0] if mask.dim() == 4 else mask
-            scores = scores.masked_fill(~m.expand(len(probe_heads), -1, -1), float("-inf"))
+            if mask is not None:
+                m = mask[0] if mask.dim() == 4 else mask
+                scores = scores.masked_fill(~m.expand(len(probe_heads), -1, -1), float("-inf"))
             probe = scores.softmax(dim=-1)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, cfg.num_heads * cfg.head_dim)), probe
 
@@ -216,9 +236,12 @@ class LlamaBackbone(nn.Module):
         `probes` lists (layer, head) pairs whose row-0 attention weights to return as well:
         then the result is (hidden, weights (len(probes), T, kv_len)) in probe order.
         """
+        single_step = kv_len is not None and x.shape[1] == 1
         if kv_len is None:
             kv_len = cache.max_len
-        if mask is None:
+        # A single query given its true kv_len attends to every slot: no mask, so SDPA can take its
+        # fastest (unmasked) kernel on the decode step.
+        if mask is None and not single_step:
             k_pos = torch.arange(kv_len, device=x.device)
             mask = (k_pos[None, :] <= input_pos[:, None])[None, None]  # (1, 1, T, kv_len)
         cos, sin = self.rope(input_pos, x.dtype)

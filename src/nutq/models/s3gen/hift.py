@@ -155,7 +155,8 @@ class HiFTGenerator(nn.Module):
     def f0(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, 80, T) -> (B, T) F0 in Hz per mel frame."""
         self._check_mel(mel)
-        return self.f0_predictor(mel)
+        # The mel may come from a flow in another dtype (bf16 flow, fp32 vocoder).
+        return self.f0_predictor(mel.to(self.conv_pre.parametrizations.weight.original1.dtype))
 
     def source(
         self,

@@ -1,0 +1,71 @@
+"""A preallocated KV-cache pool whose slots are leased to sessions.
+
+One `KVCache` holds `slots x 2` batch rows (each session's CFG rows: conditional, unconditional).
+Allocating a full-size cache per utterance costs hundreds of MB of zeroing on the request path; a
+pool pays it once. Slots are never cleared on release: a session only reads positions it has
+written (attention stops at its own `kv_len`), so stale keys from a previous tenant are invisible.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from ..models.llama import KVCache, KVView, LlamaConfig
+
+__all__ = ["KVPool", "KVSlot", "PoolExhausted", "ROWS_PER_SESSION"]
+
+ROWS_PER_SESSION = 2  # CFG: conditional and unconditional rows
+
+
+class PoolExhausted(RuntimeError):
+    """Every slot is leased; the caller should queue or retry later."""
+
+
+class KVSlot:
+    """A leased slot: `cache` is a view of its two rows. Release it exactly once (a second release
+    is a no-op, so `finally` blocks may call it unconditionally)."""
+
+    def __init__(self, pool: "KVPool", index: int):
+        self.pool, self.index = pool, index
+        self.cache: KVView | None = pool.cache.rows(index * ROWS_PER_SESSION, ROWS_PER_SESSION)
+
+    @property
+    def released(self) -> bool:
+        return self.cache is None
+
+    def release(self) -> None:
+        if self.cache is not None:
+            self.cache = None
+            self.pool._give_back(self.index)
+
+
+class KVPool:
+    def __init__(self, cfg: LlamaConfig, slots: int, max_len: int, *, device=None, dtype=torch.float32):
+        if slots < 1 or max_len < 2:
+            raise ValueError(f"a KV pool needs >= 1 slot and max_len >= 2, got slots={slots}, max_len={max_len}")
+        self.cache = KVCache(cfg, slots * ROWS_PER_SESSION, max_len, device=device, dtype=dtype)
+        self._free = list(range(slots - 1, -1, -1))  # pop() hands out slot 0 first
+        self._lock = threading.Lock()
+        self.slots = slots
+
+    @property
+    def max_len(self) -> int:
+        return self.cache.max_len
+
+    @property
+    def in_use(self) -> int:
+        with self._lock:
+            return self.slots - len(self._free)
+
+    def lease(self) -> KVSlot:
+        with self._lock:
+            if not self._free:
+                raise PoolExhausted(f"all {self.slots} KV-cache slots are in use")
+            index = self._free.pop()
+        return KVSlot(self, index)
+
+    def _give_back(self, index: int) -> None:
+        with self._lock:
+            self._free.append(index)
