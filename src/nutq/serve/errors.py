@@ -1,0 +1,90 @@
+"""HTTP errors in OpenAI's JSON shape, and the mapping from engine exceptions to them.
+
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "voice", "code": "voice_not_found"}}
+
+Every error a client can cause gets a status it can act on: 400 bad input, 401 no or wrong key,
+404 unknown voice, 429 all streams busy (retryable, with Retry-After), 500 our fault.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..engine.kv_pool import PoolExhausted
+from ..engine.voice import VoiceError
+from ..engine.voice_cache import UnknownVoiceError
+from .formats import UnsupportedFormat
+
+__all__ = ["ApiError", "api_error_from", "install_error_handlers"]
+
+log = logging.getLogger(__name__)
+
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
+          429: "rate_limit_error", 503: "server_error"}
+
+
+class ApiError(Exception):
+    """An error answered to the client as-is."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": _TYPES.get(self.status, "server_error"),
+                          "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def api_error_from(e: Exception, retry_after_s: int = 1) -> ApiError:
+    """The client-facing form of an exception raised while starting synthesis."""
+    if isinstance(e, ApiError):
+        return e
+    if isinstance(e, UnknownVoiceError):
+        return ApiError(404, str(e), code="voice_not_found", param="voice")
+    if isinstance(e, PoolExhausted):
+        return ApiError(429, f"server busy: {e}; retry shortly", code="server_busy",
+                        headers={"Retry-After": str(retry_after_s)})
+    if isinstance(e, UnsupportedFormat):
+        return ApiError(400, str(e), code="unsupported_format", param="response_format")
+    if isinstance(e, (VoiceError, ValueError)):  # bad text, language or voice options
+        return ApiError(400, str(e), code="invalid_value")
+    log.exception("unexpected error", exc_info=e)
+    return ApiError(500, "internal error", code="internal_error")
+
+
+def _validation_error(exc: RequestValidationError) -> ApiError:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+    msg = first.get("msg", "invalid request")
+    where = ".".join(loc)
+    return ApiError(400, f"{where}: {msg}" if where else msg, code="invalid_value", param=where or None)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_error(exc).response()
+
+    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette's own 404/405 for unknown routes, in the same shape as ours.
+        return ApiError(exc.status_code, str(exc.detail), code="http_error").response()
+
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return api_error_from(exc).response()
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,140 @@
+"""OpenAI-compatible `POST /v1/audio/speech`, streamed while it is generated.
+
+The request body is `SpeechRequest` (OpenAI's fields plus nutq's extensions, unknown fields
+refused). `stream_format="audio"` sends the encoded audio as a chunked body; `"sse"` sends
+`speech.audio.delta` events (base64 of the same encoded bytes) and one `speech.audio.done`.
+
+The first chunk is awaited before any header goes out, so every error in starting synthesis
+(unknown voice or language, all KV slots leased) still gets its status code; after that, a
+failure cuts an audio body short or ends an SSE stream with an `error` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..engine.sampling import SamplingParams
+from ..engine.stream import AsyncSpeechStream, AudioChunk
+from .audio_out import Encoder, make_encoder
+from .config import ServeConfig
+from .errors import ApiError, api_error_from
+from .formats import OutputFormat, parse_format
+from .response import LiveAudioResponse
+
+__all__ = ["SpeechRequest", "openai_router"]
+
+
+class SpeechRequest(BaseModel):
+    """Body of `POST /v1/audio/speech`. `model` is accepted for compatibility: one model is served."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    input: str = Field(min_length=1, description="text to speak; at most ServeConfig.max_input_chars")
+    voice: str = Field(min_length=1, description="a registered voice id, or 'default' for the built-in voice")
+    instructions: str | None = Field(None, description="not supported; must be empty")
+    response_format: str = Field("mp3", description="pcm (s16le), wav, mp3, opus (Ogg), flac or aac")
+    speed: float = Field(1.0, ge=0.25, le=4.0, description="only 1.0 is implemented")
+    stream_format: Literal["audio", "sse"] = "audio"
+    # nutq extensions (send them with the SDK's `extra_body`)
+    language: str | None = Field(None, description="language code; default ServeConfig.default_language")
+    sample_rate: int | None = Field(None, description="output rate in Hz (the format's default when absent)")
+    exaggeration: float | None = Field(None, ge=0.0, le=2.0, description="emotion intensity; None keeps the voice's")
+    cfg_weight: float = Field(0.5, ge=0.0, le=2.0)
+    temperature: float = Field(0.8, gt=0.0, le=5.0)
+    seed: int | None = Field(None, ge=0, lt=2**62)
+    normalize: bool = Field(True, description="run the Arabic text frontend")
+    max_tokens: int | None = Field(None, ge=1, description="speech-token cap per phrase (25 per second)")
+
+    @field_validator("speed")
+    @classmethod
+    def _only_natural_speed(cls, v: float) -> float:
+        if v != 1.0:
+            raise ValueError("only speed 1.0 is supported")
+        return v
+
+    @field_validator("instructions")
+    @classmethod
+    def _no_instructions(cls, v: str | None) -> str | None:
+        if v:
+            raise ValueError("instructions are not supported by this model; use exaggeration and cfg_weight")
+        return v
+
+    def output_format(self) -> OutputFormat:
+        return parse_format(self.response_format, self.sample_rate, protocol="openai")
+
+
+def _params(req: SpeechRequest, config: ServeConfig) -> SamplingParams:
+    if req.max_tokens is not None and req.max_tokens > config.max_new_tokens:
+        raise ApiError(400, f"max_tokens must be <= {config.max_new_tokens}", code="invalid_value",
+                       param="max_tokens")
+    return SamplingParams(cfg_weight=req.cfg_weight, temperature=req.temperature,
+                          max_new_tokens=req.max_tokens or config.max_new_tokens)
+
+
+async def _audio(first: AudioChunk, stream: AsyncSpeechStream, enc: Encoder) -> AsyncIterator[bytes]:
+    yield enc.encode(first.audio)
+    async for chunk in stream:
+        yield enc.encode(chunk.audio)
+    yield enc.finish()
+
+
+def _event(payload: dict) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+async def _sse(first: AudioChunk, stream: AsyncSpeechStream, enc: Encoder) -> AsyncIterator[bytes]:
+    def delta(data: bytes) -> bytes:
+        return _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}) if data else b""
+
+    try:
+        async for piece in _audio(first, stream, enc):
+            yield delta(piece)
+    except Exception as e:  # noqa: BLE001 - reported in-band: the 200 status is already sent
+        yield _event({"type": "error", **api_error_from(e).body()})
+        return
+    inner = stream.stream
+    n_in = sum(len(p.ids) for p in inner.phrases)
+    n_out = sum(len(s.tokens) for s in inner.sessions)
+    yield _event({"type": "speech.audio.done",
+                  "usage": {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}})
+
+
+def openai_router(tts, config: ServeConfig) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/audio/speech")
+    async def speech(req: SpeechRequest):
+        if len(req.input) > config.max_input_chars:
+            raise ApiError(400, f"input is {len(req.input)} characters; the limit is {config.max_input_chars}",
+                           code="input_too_long", param="input")
+        try:
+            fmt = req.output_format()
+            enc = make_encoder(fmt)
+            params = _params(req, config)
+            voice = await asyncio.to_thread(tts.voices.get, req.voice)
+            stream = await asyncio.to_thread(
+                tts.astream, req.input, voice, req.language or config.default_language, params=params,
+                seed=req.seed, exaggeration=req.exaggeration, normalize=req.normalize)
+        except Exception as e:  # noqa: BLE001 - mapped to the client's status code
+            raise api_error_from(e, config.retry_after_s) from e
+        try:
+            first = await anext(stream)
+        except BaseException as e:
+            await stream.aclose()
+            if isinstance(e, Exception):
+                raise api_error_from(e, config.retry_after_s) from e
+            raise
+        if req.stream_format == "sse":
+            return LiveAudioResponse(_sse(first, stream, enc), media_type="text/event-stream",
+                                     on_close=stream.cancel, headers={"Cache-Control": "no-cache"})
+        return LiveAudioResponse(_audio(first, stream, enc), media_type=fmt.content_type, on_close=stream.cancel)
+
+    return router

@@ -1,0 +1,65 @@
+"""`LiveAudioResponse`: bytes streamed as the engine makes them, generation stopped on disconnect.
+
+Starlette's `StreamingResponse` notices a vanished client only when its next write fails (ASGI
+spec >= 2.4) and leaves the body iterator suspended, so the engine would keep a KV slot until
+the next chunk and the iterator until garbage collection. This response also listens for
+`http.disconnect` while streaming and calls `on_close` on every way out: finished, failed or
+abandoned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+__all__ = ["LiveAudioResponse"]
+
+log = logging.getLogger(__name__)
+
+
+class LiveAudioResponse(Response):
+    def __init__(self, body: AsyncIterator[bytes], *, media_type: str, on_close: Callable[[], None],
+                 headers: dict[str, str] | None = None):
+        # Response.__init__ would declare Content-Length: 0; without a body attribute,
+        # init_headers leaves the length out and uvicorn sends the body chunked.
+        self.status_code = 200
+        self.media_type = media_type
+        self.background = None
+        self.init_headers(headers)
+        self._body = body
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        done = asyncio.Event()
+
+        async def watch_disconnect() -> None:
+            while not done.is_set():
+                if (await receive())["type"] == "http.disconnect":
+                    self._on_close()  # stops generation before its next decode step
+                    return
+
+        watcher = asyncio.create_task(watch_disconnect())
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for piece in self._body:
+                if watcher.done():
+                    break
+                if piece:
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+            else:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # the client went away mid-write
+            pass
+        except Exception:  # noqa: BLE001 - headers are out; all we can do is cut the response short
+            log.exception("audio stream failed after the response started")
+        finally:
+            done.set()
+            watcher.cancel()
+            self._on_close()
+            aclose = getattr(self._body, "aclose", None)
+            if aclose is not None:
+                await aclose()

@@ -1,0 +1,25 @@
+"""`nutq serve` argument parsing and `ServeConfig` validation (no server is started)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nutq.cli import build_parser
+from nutq.serve.config import ServeConfig
+
+
+def test_serve_subcommand_is_registered_with_its_options():
+    args = build_parser().parse_args(["serve", "--model-dir", "/m", "--port", "9000", "--max-sessions", "3",
+                                      "--api-key", "a", "--api-key", "b"])
+    assert (args.command, args.model_dir, args.port, args.max_sessions, args.api_key) == \
+        ("serve", "/m", 9000, 3, ["a", "b"])
+    assert args.host == "127.0.0.1", "the default must not expose the server beyond this machine"
+
+
+def test_serve_config_refuses_values_that_would_misbehave():
+    with pytest.raises(TypeError, match="tuple of strings"):
+        ServeConfig(api_keys="secret")
+    with pytest.raises(ValueError, match="non-empty"):
+        ServeConfig(api_keys=("",))
+    with pytest.raises(ValueError, match="max_input_chars must be >= 1"):
+        ServeConfig(max_input_chars=0)
