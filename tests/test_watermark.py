@@ -69,13 +69,8 @@ def fake_perth(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tiny_checkpoint):
-    return tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def tts(tiny_dir):
-    return TTS.from_local(tiny_dir)
+def tts(tiny_checkpoint):
+    return TTS.from_local(tiny_checkpoint)
 
 
 def test_missing_perth_is_reported_not_raised(perth_missing):
