@@ -20,17 +20,22 @@ SHARED = REPO.parent / "shared"
 FIXTURE_VOCAB = SHARED / "fixtures" / "chatterbox-mtl-tokenizer" / "grapheme_mtl_merged_expanded_v1.json"
 
 
-def load_golden(name: str):
-    """(tensors, meta) from tests/golden/<name>.safetensors, made by tools/parity/<name>.py."""
+def read_fixture(path: Path):
+    """(tensors, meta) from a parity fixture file (see tools/parity/common.py)."""
     from safetensors import safe_open
 
-    path = GOLDEN / f"{name}.safetensors"
-    if not path.exists():
-        pytest.fail(f"missing parity fixture {path}; regenerate with tools/parity/make_golden.sh")
     with safe_open(str(path), "pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = json.loads(f.metadata()["meta"])
     return tensors, meta
+
+
+def load_golden(name: str):
+    """(tensors, meta) from tests/golden/<name>.safetensors, made by tools/parity/<name>.py."""
+    path = GOLDEN / f"{name}.safetensors"
+    if not path.exists():
+        pytest.fail(f"missing parity fixture {path}; regenerate with tools/parity/make_golden.sh")
+    return read_fixture(path)
 
 
 def refenv_python() -> str | None:
@@ -40,12 +45,14 @@ def refenv_python() -> str | None:
     return str(py) if py.exists() else None
 
 
-def run_generator(script: str, out: Path, *args: str) -> None:
-    """Run tools/parity/<script> in the reference env (for live, `refenv`-marked tests)."""
+def run_generator(script: str, out: Path, *args: str):
+    """Run tools/parity/<script> in the reference env (for live, `refenv`-marked tests) and return
+    the (tensors, meta) it wrote to `out`."""
     py = refenv_python()
     if py is None:
         pytest.skip("reference env not built (bash tools/refenv/build.sh)")
     subprocess.run([py, str(REPO / "tools" / "parity" / script), "--out", str(out), *args], check=True)
+    return read_fixture(out)
 
 
 @pytest.fixture(scope="session")

@@ -140,12 +140,5 @@ def test_runs_in_bfloat16(tiny):
 @pytest.mark.refenv
 def test_s3tokenizer_full_matches_official_live(tmp_path):
     out = tmp_path / "s3tokenizer.safetensors"
-    run_generator("s3tokenizer.py", out, "--size", "full")
-    import json
-
-    from safetensors import safe_open
-
-    with safe_open(str(out), "pt") as f:
-        g = {k: f.get_tensor(k) for k in f.keys()}
-        meta = json.loads(f.metadata()["meta"])
+    g, meta = run_generator("s3tokenizer.py", out, "--size", "full")
     check(build(S3_TOKENIZER_FULL, meta["seed"]), g, meta["max_len"])

@@ -68,13 +68,6 @@ def test_cache_overflow_is_a_clear_error():
 @pytest.mark.refenv
 def test_t3_full_size_matches_official(tmp_path):
     out = tmp_path / "t3_full.safetensors"
-    run_generator("t3.py", out, "--size", "full", "--steps", "20")
-    from safetensors.torch import load_file
-    import json
-    from safetensors import safe_open
-
-    g = load_file(str(out))
-    with safe_open(str(out), "pt") as f:
-        meta = json.loads(f.metadata()["meta"])
+    g, meta = run_generator("t3.py", out, "--size", "full", "--steps", "20")
     model = randomize_module(T3(T3_FULL), meta["seed"]).eval()
     check(model, g, meta, 1e-4)

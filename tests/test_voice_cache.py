@@ -265,12 +265,11 @@ def _wav_bytes(seconds: float, sr: int = 16000) -> bytes:
     return buf.getvalue()
 
 
-def test_with_the_real_tiny_model(tmp_path):
-    from nutq.checkpoints.make import make_checkpoint
+def test_with_the_real_tiny_model(tmp_path, tiny_checkpoint):
     from nutq.engine.voice_format import model_fingerprint
     from nutq.tts import TTS
 
-    root = make_checkpoint(tmp_path / "ckpt", size="tiny", seed=0).root
+    root = tiny_checkpoint
     tts = TTS.from_local(root)
     model = model_fingerprint(root)
     cache = VoiceCache(tts.prepare_voice, store_dir=tmp_path / "voices", default=tts.default_voice, model=model)

@@ -153,13 +153,7 @@ def test_zero_embedding_raises_instead_of_nan():
 @pytest.mark.refenv
 def test_full_size_equals_official_live(tmp_path):
     out = tmp_path / "voice_encoder_full.safetensors"
-    run_generator("voice_encoder.py", out, "--size", "full")
-    from safetensors import safe_open
-    import json
-
-    with safe_open(str(out), "pt") as f:
-        t = {k: f.get_tensor(k) for k in f.keys()}
-        meta = json.loads(f.metadata()["meta"])
+    t, meta = run_generator("voice_encoder.py", out, "--size", "full")
     ve = _model(meta)
     with torch.inference_mode():
         batch = ve.embeds_from_wavs([t[f"in.wav.{c}"] for c in meta["clips"]])

@@ -13,13 +13,13 @@ import torch
 
 from .audio.watermark import watermarker_for
 from .checkpoints import files as ckfiles
-from .engine.generate import generate_speech_tokens
-from .engine.sampling import SamplingParams
 from .engine.alignment import GuardConfig
+from .engine.chunking import ChunkSchedule
+from .engine.generate import generate_speech_tokens
 from .engine.kv_pool import KVPool
+from .engine.sampling import SamplingParams
 from .engine.session import Session, resolve_guard
 from .engine.stream import AsyncSpeechStream, Phrase, SpeechStream
-from .engine.chunking import ChunkSchedule
 from .engine.voice import Voice, VoiceError, load_conds, prepare_voice
 from .models.loading import DTYPES
 from .models.registry import configs_from_sidecar, load_component
@@ -59,7 +59,7 @@ class TTS:
         self.default_voice: Voice | None = load_conds(files.conds) if files.conds else None
         self._pool_shape = (max_sessions, max_cache_len)
         self._pool: KVPool | None = None
-        self._pool_lock = threading.Lock()
+        self._lazy_lock = threading.Lock()
         self._voice_store = voice_store
         self._voices = None
         self._model_id: str | None = None
@@ -95,7 +95,7 @@ class TTS:
     def voices(self) -> "VoiceCache":
         """The voice cache: voices by id or clip content, LRU in memory, persisted under
         `voice_store` when one was given; "default" is the checkpoint's built-in voice."""
-        with self._pool_lock:
+        with self._lazy_lock:
             if self._voices is None:
                 from .engine.voice_cache import VoiceCache
 
@@ -103,15 +103,24 @@ class TTS:
                                           default=self.default_voice, model=self.model_id)
             return self._voices
 
-    def text_ids(self, text: str, language: str = "ar", normalize: bool = True) -> torch.Tensor:
-        """[SOT] + tokenizer ids + [EOT] for one utterance."""
+    @staticmethod
+    def _spoken(text: str, language: str, normalize: bool) -> str:
+        """The text as T3 will read it (whitespace collapsed, Arabic normalized); "" if nothing."""
         text = " ".join(text.split())
         if normalize and language == "ar":
             from .text.frontend import normalize_text
 
             text = normalize_text(text, "ar").text
-        if not text.strip():
+        return text if text.strip() else ""
+
+    def text_ids(self, text: str, language: str = "ar", normalize: bool = True) -> torch.Tensor:
+        """[SOT] + tokenizer ids + [EOT] for one utterance."""
+        text = self._spoken(text, language, normalize)
+        if not text:
             raise ValueError("nothing to say: the text is empty after normalization")
+        return self._ids(text, language)
+
+    def _ids(self, text: str, language: str) -> torch.Tensor:
         if not text.endswith(_ENDINGS):
             text += "."  # the official pipeline ends every utterance with punctuation
         ids = self.tokenizer.encode(text, language)
@@ -129,13 +138,7 @@ class TTS:
         resemble-perth is installed; True requires it (WatermarkUnavailable if missing); False skips it.
         """
         marker = watermarker_for(watermark)  # a required-but-missing watermark fails before any work
-        if voice is None:
-            if self.default_voice is None:
-                raise VoiceError("this checkpoint has no conds.pt: pass voice=<reference clip>")
-            voice = self.default_voice
-        elif not isinstance(voice, Voice):
-            voice = self.prepare_voice(voice, exaggeration=exaggeration)
-        voice = voice.with_exaggeration(exaggeration)
+        voice = self._voice(voice, exaggeration)
         params = SamplingParams(cfg_weight=cfg_weight, temperature=temperature, repetition_penalty=repetition_penalty,
                                 min_p=min_p, top_p=top_p, max_new_tokens=max_new_tokens)
         gen = torch.Generator(device="cpu")
@@ -156,7 +159,7 @@ class TTS:
 
     @property
     def pool(self) -> KVPool:
-        with self._pool_lock:
+        with self._lazy_lock:
             if self._pool is None:
                 slots, max_len = self._pool_shape
                 w = self.t3.speech_head.weight
@@ -184,16 +187,11 @@ class TTS:
         else:
             pieces = [text]
         out, start = [], 0
-        for piece in pieces:
-            at = text.find(piece, start)
-            start = at + len(piece) if at >= 0 else start
-            try:
-                ids = self.text_ids(piece, language, normalize)
-            except ValueError as e:
-                if "nothing to say" in str(e):
-                    continue  # a phrase of punctuation or spaces only
-                raise
-            out.append(Phrase(piece, max(at, 0), ids))
+        for piece in pieces:  # exact consecutive slices of `text` (PhraseSegmenter's contract)
+            spoken = self._spoken(piece, language, normalize)
+            if spoken:  # a phrase of punctuation or spaces only says nothing
+                out.append(Phrase(piece, start, self._ids(spoken, language)))
+            start += len(piece)
         if not out:
             raise ValueError("nothing to say: the text is empty after normalization")
         return out

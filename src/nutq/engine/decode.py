@@ -1,9 +1,9 @@
 """T3 prefill and decode step as small functions over a static KV cache, and on-device sampling.
 
 Each runs under inference mode by itself (a session's generator must not hold the mode across
-its yields, where it would leak into the consumer). The functions are pure up to the cache they write: positions are Python ints known on the host,
-and the fed-back token stays a device tensor, so a step never waits for the previous token to
-reach the host. `Sampler` keeps a session's sampling state (the ids emitted so far, for the
+its yields, where it would leak into the consumer). The functions are pure up to the cache they
+write: positions are Python ints known on the host, and the fed-back token stays a device tensor,
+so a step never waits for the previous token to reach the host. `Sampler` keeps a session's sampling state (the ids emitted so far, for the
 repetition penalty) on the device as well.
 """
 

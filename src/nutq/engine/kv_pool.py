@@ -31,10 +31,6 @@ class KVSlot:
         self.pool, self.index = pool, index
         self.cache: KVView | None = pool.cache.rows(index * ROWS_PER_SESSION, ROWS_PER_SESSION)
 
-    @property
-    def released(self) -> bool:
-        return self.cache is None
-
     def release(self) -> None:
         if self.cache is not None:
             self.cache = None

@@ -21,9 +21,9 @@ from ..models.t3 import T3
 from .alignment import OFFICIAL, GuardConfig
 from .alignment_device import DeviceGuard
 from .decode import Sampler, decode_step, prefill
+from .chunking import ChunkSchedule
 from .kv_pool import KVPool
 from .sampling import SamplingParams
-from .chunking import ChunkSchedule
 from .token2wav import StreamingToWav
 from .voice import Voice
 
@@ -49,7 +49,6 @@ class SessionTimings:
     t_request: float
     prefill_s: float = 0.0  # T3 prefill alone
     first_token_s: float | None = None
-    first_audio_s: float | None = None
     tokens: int = 0
     decode_s: float = 0.0  # T3 steps (sampling and guard included)
     vocoder_s: float = 0.0  # token2wav: flow + HiFT
@@ -57,15 +56,10 @@ class SessionTimings:
     first_chunk_flow_ms: float | None = None  # of which the flow (encoder + CFM) ...
     first_chunk_hift_ms: float | None = None  # ... and HiFT
 
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.decode_s if self.decode_s > 0 else 0.0
-
 
 @dataclass
 class SessionChunk:
     audio: np.ndarray  # float32, 24 kHz
-    tokens: int  # speech tokens this chunk covers (finalized lookahead included at the end)
     text_position: int  # the guard's position in the text tokens when the chunk was cut
     is_last: bool
     t_ready: float = 0.0  # perf_counter when the audio was ready
@@ -115,13 +109,10 @@ class Session:
     generator: torch.Generator | None = None  # token sampling
     noise_generator: torch.Generator | None = None  # the vocoder's flow noise and source (kept apart so
     # that the tokens drawn for a seed do not depend on the chunk schedule)
-    forced_tokens: list[int] | None = None  # replay these ids instead of sampling (parity tests)
-    record_probs: bool = False  # keep every sampled distribution in `probs` (parity tests)
     timings: SessionTimings = field(default_factory=lambda: SessionTimings(time.perf_counter()))
     tokens: list[int] = field(default_factory=list)  # valid S3 ids emitted so far
     guard_counts: dict[str, int] = field(default_factory=dict)
     stopped_on_eos: bool = False
-    probs: list[torch.Tensor] = field(default_factory=list)
 
     def __post_init__(self):
         self._cancel = threading.Event()
@@ -152,12 +143,9 @@ class Session:
             if self.guard is not None:
                 span = (cfg.len_cond, cfg.len_cond + text_ids.shape[-1])
                 guard = _Guard(self.guard, span, max_new, cfg.stop_speech, cfg.start_speech, attn)
-            sampler = Sampler(self.t3, self.params, self.generator, forced=self.forced_tokens,
-                              record=self.record_probs)
-            if sampler.recorded is not None:
-                self.probs = sampler.recorded
-            vocoder = StreamingToWav(self.s3gen, v.gen.to(dev), self.schedule, generator=self.noise_generator,
-                                     max_tokens=max_new)
+            sampler = Sampler(self.t3, self.params, self.generator)
+            vocoder = StreamingToWav(self.s3gen, v.gen, self.schedule, generator=self.noise_generator,
+                                     max_tokens=max_new)  # it moves the voice to S3Gen's device itself
             for step in range(max_new):
                 if self._cancel.is_set():
                     return
@@ -195,7 +183,8 @@ class Session:
             if guard is not None:
                 self.guard_counts = guard.counts()
 
-    def _chunk(self, audio: torch.Tensor, vocoder: StreamingToWav, guard, t_voc: float, is_last: bool) -> SessionChunk:
+    def _chunk(self, audio: torch.Tensor, vocoder: StreamingToWav, guard, t_voc: float,
+               is_last: bool) -> SessionChunk:
         tm = self.timings
         now = time.perf_counter()
         tm.vocoder_s += now - t_voc
@@ -204,8 +193,5 @@ class Session:
             if vocoder.last_timing is not None:
                 tm.first_chunk_flow_ms = vocoder.last_timing.flow_ms
                 tm.first_chunk_hift_ms = vocoder.last_timing.hift_ms
-        if tm.first_audio_s is None and audio.numel() > 0:
-            tm.first_audio_s = now - tm.t_request
-        n = audio.numel() // 960
-        return SessionChunk(audio.detach().float().cpu().numpy().reshape(-1), n,
+        return SessionChunk(audio.detach().float().cpu().numpy().reshape(-1),
                             guard.text_position if guard is not None else 0, is_last, now)

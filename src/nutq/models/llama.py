@@ -159,9 +159,10 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
         probe = None
         if probe_heads:
-            idx = torch.tensor(probe_heads, device=x.device)
-            qh = q[0].index_select(0, idx).float()  # (n, T, D)
-            kh = keys[0].index_select(0, idx).float()  # (n, S, D)
+            # Heads picked by host ints (views stacked): no index tensor is built and copied to the
+            # device at every layer of every step.
+            qh = torch.stack([q[0, h] for h in probe_heads]).float()  # (n, T, D)
+            kh = torch.stack([keys[0, h] for h in probe_heads]).float()  # (n, S, D)
             scores = (qh @ kh.transpose(1, 2)) * cfg.head_dim ** -0.5
             if mask is not None:
                 m = mask[0] if mask.dim() == 4 else mask
