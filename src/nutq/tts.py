@@ -166,6 +166,11 @@ class TTS:
                 self._pool = KVPool(self.t3.cfg.llama, slots, max_len, device=w.device, dtype=w.dtype)
             return self._pool
 
+    @property
+    def pool_slots(self) -> int:
+        """How many streams may run at once (KV-pool slots; the pool itself is allocated lazily)."""
+        return self._pool_shape[0]
+
     def _voice(self, voice, exaggeration: float | None) -> Voice:
         """None: the built-in voice; exaggeration None keeps the voice's own value."""
         if voice is None:

@@ -8,26 +8,25 @@ but encoding.
 from __future__ import annotations
 
 import base64
-import http.client
 import io
 import json
 import socket
-import threading
 import time
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
 openai = pytest.importorskip("openai")
-uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("uvicorn")
 
 from nutq.engine.sampling import SamplingParams  # noqa: E402
 from nutq.serve.app import create_app  # noqa: E402
 from nutq.serve.audio_out import to_int16  # noqa: E402
 from nutq.serve.config import ServeConfig  # noqa: E402
 from nutq.tts import TTS  # noqa: E402
+
+from tests.serve.helpers import connect, get_json, running_server  # noqa: E402
 
 KEY = "test-key"
 TEXT = "مرحبا بكم"
@@ -43,27 +42,10 @@ def tts(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def server(tts):
-    """Base URL of a uvicorn server in a thread; waits for /readyz (warmup done)."""
+    """Base URL of a uvicorn server in a thread, ready (warmup done)."""
     app = create_app(tts, ServeConfig(api_keys=(KEY,), max_new_tokens=400, max_input_chars=500))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if get(url, "/readyz")[0] == 200:
-                break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "server did not become ready within 60 s"
-        time.sleep(0.05)
-    yield url
-    srv.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with running_server(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -84,18 +66,8 @@ def speak(client, fmt: str, seed: int, text: str = TEXT, **extra) -> tuple[bytes
         return b"".join(resp.iter_bytes()), resp.headers["content-type"]
 
 
-def connect(url: str) -> http.client.HTTPConnection:
-    return http.client.HTTPConnection(urlsplit(url).netloc, timeout=60)
-
-
 def get(url: str, path: str) -> tuple[int, dict]:
-    conn = connect(url)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, json.loads(r.read())
-    finally:
-        conn.close()
+    return get_json(url, path)
 
 
 def post(server, body: dict, headers: dict | None = None) -> tuple[int, bytes]:

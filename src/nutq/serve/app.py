@@ -1,7 +1,8 @@
-"""`create_app(tts, config)`: the FastAPI application. All state lives on the app it returns.
+"""`create_app(tts, config)`: the FastAPI application. All state lives on the app it returns
+(`app.state.ctx`, a `ServerContext`).
 
     /healthz   liveness: the process answers (never needs a key)
-    /readyz    readiness: 200 once the model is loaded and warmed up, else 503 with the reason
+    /readyz    readiness: 200 once the model is loaded and warmed up and not draining, else 503
     /v1/audio/speech   OpenAI-compatible synthesis (see `openai_api`)
 """
 
@@ -10,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI
 
 from ..engine.sampling import SamplingParams
-from .auth import key_checker
+from .auth import Authenticator
 from .config import ServeConfig
+from .context import ServerContext
 from .errors import ApiError, install_error_handlers
 from .openai_api import openai_router
 
@@ -27,18 +28,13 @@ log = logging.getLogger(__name__)
 _WARMUP_TEXT = "مرحبا بكم."
 
 
-@dataclass
-class _Readiness:
-    ready: bool = False
-    reason: str = "warming up"
-
-
-async def _warm_up(tts, config: ServeConfig, state: _Readiness) -> None:
+async def _warm_up(ctx: ServerContext) -> None:
     """One short synthesis: allocates the KV pool and runs every model once."""
+    tts, state = ctx.tts, ctx.readiness
     if tts.default_voice is None:
         log.info("no built-in voice in this checkpoint: skipping warmup synthesis")
     else:
-        stream = tts.stream(_WARMUP_TEXT, language="ar", params=SamplingParams(max_new_tokens=config.warmup_tokens),
+        stream = tts.stream(_WARMUP_TEXT, language="ar", params=SamplingParams(max_new_tokens=ctx.config.warmup_tokens),
                             seed=0)
         try:
             await asyncio.to_thread(lambda: sum(1 for _ in stream))
@@ -53,21 +49,24 @@ async def _warm_up(tts, config: ServeConfig, state: _Readiness) -> None:
 
 def create_app(tts, config: ServeConfig = ServeConfig()) -> FastAPI:
     """An app serving `tts` (a loaded `nutq.TTS`) under `config`."""
-    state = _Readiness()
+    ctx = ServerContext(tts, config)
+    auth = Authenticator(config.api_keys)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         if config.warmup:
-            task = asyncio.create_task(_warm_up(tts, config, state))
+            task = asyncio.create_task(_warm_up(ctx))
         else:
-            state.ready, state.reason = True, "ready"
+            ctx.readiness.ready, ctx.readiness.reason = True, "ready"
             task = None
         yield
         if task is not None:
             await task  # a few tokens: finishing is quicker than tearing down mid-step
 
     app = FastAPI(title="nutq", summary="Real-time Arabic text-to-speech", lifespan=lifespan)
-    install_error_handlers(app)
+    app.state.ctx = ctx
+    app.state.auth = auth
+    install_error_handlers(app, ctx.metrics)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -75,9 +74,11 @@ def create_app(tts, config: ServeConfig = ServeConfig()) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> dict:
-        if not state.ready:
-            raise ApiError(503, state.reason, code="not_ready")
+        if ctx.draining:
+            raise ApiError(503, "draining", code="draining")
+        if not ctx.readiness.ready:
+            raise ApiError(503, ctx.readiness.reason, code="not_ready")
         return {"status": "ready"}
 
-    app.include_router(openai_router(tts, config), dependencies=[Depends(key_checker(config.api_keys))])
+    app.include_router(openai_router(ctx), dependencies=[Depends(auth.dependency())])
     return app

@@ -21,6 +21,7 @@ WebM), FLAC and AAC need PyAV (`av`). Both come with the `serve` extra.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import struct
 
@@ -81,6 +82,17 @@ class Encoder:
     def finished(self) -> bool:
         return self._finished
 
+    # Compressing codecs take milliseconds per chunk: under load they would stall the event loop
+    # that serves every other stream, so `aencode` runs them in a worker thread. PCM and G.711
+    # are cheaper than the thread hop.
+    _heavy = False
+
+    async def aencode(self, chunk: np.ndarray) -> bytes:
+        """`encode` for async servers: off the event loop when the codec is expensive."""
+        if self._heavy or self._resampler is not None:
+            return await asyncio.to_thread(self.encode, chunk)
+        return self.encode(chunk)
+
     def encode(self, chunk: np.ndarray) -> bytes:
         """Bytes ready after this chunk (float32 mono at 24 kHz); possibly b"" mid-frame."""
         if self._finished:
@@ -140,6 +152,9 @@ class _PcmEncoder(Encoder):
 class _Mp3Encoder(Encoder):
     """Constant-bit-rate MP3 frames from LAME; the frames are self-delimiting, no container."""
 
+    _heavy = True
+
+
     def __init__(self, fmt: OutputFormat) -> None:
         super().__init__(fmt)
         try:
@@ -169,6 +184,9 @@ class _FlacEncoder(Encoder):
     format reserves for "unknown" (as in any live FLAC stream).
     """
 
+    _heavy = True
+
+
     def __init__(self, fmt: OutputFormat) -> None:
         super().__init__(fmt)
         self._codec = AvPacketEncoder("flac", fmt.sample_rate, None)
@@ -196,6 +214,9 @@ class _AdtsEncoder(Encoder):
     ADTS cannot signal the encoder's 1024-sample priming, so decoders play it: the decoded stream
     starts with ~43 ms (at 24 kHz) of near-silence and ends padded to a whole frame.
     """
+
+    _heavy = True
+
 
     def __init__(self, fmt: OutputFormat) -> None:
         super().__init__(fmt)
@@ -226,6 +247,9 @@ class _AdtsEncoder(Encoder):
 
 class _OpusEncoder(Encoder):
     """Opus in Ogg (RFC 7845) or in WebM, framed per call by our own page/cluster writers."""
+
+    _heavy = True
+
 
     def __init__(self, fmt: OutputFormat) -> None:
         super().__init__(fmt)

@@ -1,41 +1,60 @@
-"""Optional API keys: a FastAPI dependency that accepts the header spellings clients use."""
+"""Optional API keys, accepted in the header spellings clients use, and the client identity that
+per-client limits count against.
+
+The identity of a keyed client is a short hash of its key (never the key: identities reach logs
+and metrics); without keys, it is the peer address.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 
-from fastapi import Request
+from starlette.requests import HTTPConnection
 
 from .errors import ApiError
 
-__all__ = ["key_checker"]
+__all__ = ["Authenticator"]
 
 
-def _presented_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization")
+def _presented_key(conn: HTTPConnection) -> str | None:
+    auth = conn.headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() in ("bearer", "token") and value.strip():
             return value.strip()
-    return request.headers.get("xi-api-key")
+    return conn.headers.get("xi-api-key")
 
 
-def key_checker(keys: tuple[str, ...]):
-    """A dependency that raises 401 unless the request carries one of `keys` (no-op without keys)."""
-    encoded = [k.encode() for k in keys]
+class Authenticator:
+    """`identify(conn)` -> client id, raising 401 when keys are configured and none matches."""
 
-    async def check(request: Request) -> None:
-        if not encoded:
-            return
-        given = _presented_key(request)
+    def __init__(self, keys: tuple[str, ...]):
+        self._keys = [k.encode() for k in keys]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def identify(self, conn: HTTPConnection) -> str:
+        if not self._keys:
+            return f"addr:{conn.client.host}" if conn.client else "addr:unknown"
+        given = _presented_key(conn)
         # Compare against every key so the time taken does not reveal which one came close.
         ok = False
         if given is not None:
             g = given.encode()
-            for k in encoded:
+            for k in self._keys:
                 ok |= hmac.compare_digest(g, k)
         if not ok:
             raise ApiError(401, "missing or invalid API key (send Authorization: Bearer <key>)",
                            code="invalid_api_key")
+        return "key:" + hashlib.sha256(g).hexdigest()[:12]
 
-    return check
+    def dependency(self):
+        """A FastAPI dependency for HTTP routes: sets `request.state.client` or raises 401."""
+
+        async def check(conn: HTTPConnection) -> None:
+            conn.state.client = self.identify(conn)
+
+        return check

@@ -11,13 +11,21 @@ class ServeConfig:
 
     api_keys: when non-empty, every endpoint but /healthz and /readyz requires one of these keys
         (`Authorization: Bearer <key>`, `Authorization: Token <key>` or `xi-api-key: <key>`).
-    max_input_chars: longest accepted text per request (OpenAI's own limit is 4096).
+    max_input_chars: longest accepted text per request (OpenAI's own limit is 4096); on a
+        WebSocket, the most text one context may hold unspoken.
     max_new_tokens: cap on speech tokens per phrase (25 per second of audio); a request may ask
         for fewer with the `max_tokens` extension field, never more.
     default_language: used when a request names none.
     warmup: synthesize a few tokens at startup so the first request does not pay for lazy
         allocations; /readyz answers 503 until it is done.
-    retry_after_s: the Retry-After hint sent with 429 (all streams busy).
+    retry_after_s: the Retry-After hint sent with 429/503 (busy, draining).
+    max_streams: concurrent syntheses in total (None: as many as the engine has KV slots).
+    max_streams_per_key: concurrent syntheses per API key (or per client address without keys).
+    max_messages_per_s: sustained WebSocket messages per second per connection (burst: twice that).
+    idle_timeout_s: a WebSocket with no message and nothing being spoken for this long is closed.
+    max_frame_bytes: largest WebSocket message accepted (uvicorn's ws_max_size).
+    drain_timeout_s: on SIGTERM, how long running streams may finish before they are cancelled.
+    max_upload_bytes / min_voice_s / max_voice_s: limits on reference clips for new voices.
     """
 
     api_keys: tuple[str, ...] = ()
@@ -27,12 +35,29 @@ class ServeConfig:
     warmup: bool = True
     warmup_tokens: int = 4
     retry_after_s: int = 1
+    max_streams: int | None = None
+    max_streams_per_key: int = 64
+    max_messages_per_s: float = 200.0
+    idle_timeout_s: float = 300.0
+    max_frame_bytes: int = 1 << 20
+    drain_timeout_s: float = 30.0
+    max_upload_bytes: int = 10 << 20
+    min_voice_s: float = 1.0
+    max_voice_s: float = 60.0
 
     def __post_init__(self) -> None:
         if isinstance(self.api_keys, str):  # a lone string would be taken as a tuple of characters
             raise TypeError("api_keys must be a tuple of strings, not a string")
         if any(not isinstance(k, str) or not k for k in self.api_keys):
             raise ValueError("api_keys must be non-empty strings")
-        for name in ("max_input_chars", "max_new_tokens", "warmup_tokens", "retry_after_s"):
+        for name in ("max_input_chars", "max_new_tokens", "warmup_tokens", "retry_after_s", "max_streams_per_key",
+                     "max_frame_bytes", "max_upload_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_streams is not None and self.max_streams < 1:
+            raise ValueError(f"max_streams must be >= 1 or None, got {self.max_streams}")
+        for name in ("max_messages_per_s", "idle_timeout_s", "drain_timeout_s", "min_voice_s", "max_voice_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.min_voice_s > self.max_voice_s:
+            raise ValueError("min_voice_s must be <= max_voice_s")

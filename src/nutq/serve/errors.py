@@ -20,7 +20,7 @@ from ..engine.voice import VoiceError
 from ..engine.voice_cache import UnknownVoiceError
 from .formats import UnsupportedFormat
 
-__all__ = ["ApiError", "api_error_from", "install_error_handlers"]
+__all__ = ["ApiError", "api_error_from", "install_error_handlers", "ws_close_code"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,24 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+    @property
+    def retryable(self) -> bool:
+        """Worth retrying unchanged later: busy, draining, or our own transient failure."""
+        return self.status in (429, 500, 503)
+
+
+def ws_close_code(err: ApiError) -> int:
+    """The WebSocket close code for an error that ends a connection (RFC 6455 / IANA registry):
+    1008 policy violation (no or bad key), 1013 try again later (limits, draining), 1011 our fault,
+    1003 unsupported data (anything else the client sent)."""
+    if err.status == 401:
+        return 1008
+    if err.status in (429, 503):
+        return 1013
+    if err.status >= 500:
+        return 1011
+    return 1003
 
 
 def api_error_from(e: Exception, retry_after_s: int = 1) -> ApiError:
@@ -70,19 +88,26 @@ def _validation_error(exc: RequestValidationError) -> ApiError:
     return ApiError(400, f"{where}: {msg}" if where else msg, code="invalid_value", param=where or None)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, metrics=None) -> None:
+    """Every error answered in one JSON shape; with `metrics`, counted by code."""
+
+    def answer(err: ApiError) -> JSONResponse:
+        if metrics is not None:
+            metrics.error(err)
+        return err.response()
+
     async def on_api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
+        return answer(exc)
 
     async def on_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_error(exc).response()
+        return answer(_validation_error(exc))
 
     async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Starlette's own 404/405 for unknown routes, in the same shape as ours.
-        return ApiError(exc.status_code, str(exc.detail), code="http_error").response()
+        return answer(ApiError(exc.status_code, str(exc.detail), code="http_error"))
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-        return api_error_from(exc).response()
+        return answer(api_error_from(exc))
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)

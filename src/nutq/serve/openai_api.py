@@ -11,20 +11,18 @@ failure cuts an audio body short or ends an SSE stream with an `error` event.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..engine.sampling import SamplingParams
-from ..engine.stream import AsyncSpeechStream, AudioChunk
 from .audio_out import Encoder, make_encoder
-from .config import ServeConfig
-from .errors import ApiError, api_error_from
+from .context import LiveStream, ServerContext, StreamOptions
+from .errors import api_error_from
 from .formats import OutputFormat, parse_format
 from .response import LiveAudioResponse
 
@@ -71,18 +69,15 @@ class SpeechRequest(BaseModel):
         return parse_format(self.response_format, self.sample_rate, protocol="openai")
 
 
-def _params(req: SpeechRequest, config: ServeConfig) -> SamplingParams:
-    if req.max_tokens is not None and req.max_tokens > config.max_new_tokens:
-        raise ApiError(400, f"max_tokens must be <= {config.max_new_tokens}", code="invalid_value",
-                       param="max_tokens")
-    return SamplingParams(cfg_weight=req.cfg_weight, temperature=req.temperature,
-                          max_new_tokens=req.max_tokens or config.max_new_tokens)
+def _options(req: SpeechRequest, max_new_tokens: int) -> StreamOptions:
+    params = SamplingParams(cfg_weight=req.cfg_weight, temperature=req.temperature,
+                            max_new_tokens=req.max_tokens or max_new_tokens)
+    return StreamOptions(req.input, req.voice, req.language, params, req.seed, req.exaggeration, req.normalize)
 
 
-async def _audio(first: AudioChunk, stream: AsyncSpeechStream, enc: Encoder) -> AsyncIterator[bytes]:
-    yield enc.encode(first.audio)
+async def _audio(stream: LiveStream, enc: Encoder) -> AsyncIterator[bytes]:
     async for chunk in stream:
-        yield enc.encode(chunk.audio)
+        yield await enc.aencode(chunk.audio)
     yield enc.finish()
 
 
@@ -90,12 +85,12 @@ def _event(payload: dict) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-async def _sse(first: AudioChunk, stream: AsyncSpeechStream, enc: Encoder) -> AsyncIterator[bytes]:
+async def _sse(stream: LiveStream, enc: Encoder) -> AsyncIterator[bytes]:
     def delta(data: bytes) -> bytes:
         return _event({"type": "speech.audio.delta", "audio": base64.b64encode(data).decode()}) if data else b""
 
     try:
-        async for piece in _audio(first, stream, enc):
+        async for piece in _audio(stream, enc):
             yield delta(piece)
     except Exception as e:  # noqa: BLE001 - reported in-band: the 200 status is already sent
         yield _event({"type": "error", **api_error_from(e).body()})
@@ -107,34 +102,20 @@ async def _sse(first: AudioChunk, stream: AsyncSpeechStream, enc: Encoder) -> As
                   "usage": {"input_tokens": n_in, "output_tokens": n_out, "total_tokens": n_in + n_out}})
 
 
-def openai_router(tts, config: ServeConfig) -> APIRouter:
+def openai_router(ctx: ServerContext) -> APIRouter:
     router = APIRouter()
 
     @router.post("/v1/audio/speech")
-    async def speech(req: SpeechRequest):
-        if len(req.input) > config.max_input_chars:
-            raise ApiError(400, f"input is {len(req.input)} characters; the limit is {config.max_input_chars}",
-                           code="input_too_long", param="input")
+    async def speech(req: SpeechRequest, request: Request):
         try:
             fmt = req.output_format()
             enc = make_encoder(fmt)
-            params = _params(req, config)
-            voice = await asyncio.to_thread(tts.voices.get, req.voice)
-            stream = await asyncio.to_thread(
-                tts.astream, req.input, voice, req.language or config.default_language, params=params,
-                seed=req.seed, exaggeration=req.exaggeration, normalize=req.normalize)
         except Exception as e:  # noqa: BLE001 - mapped to the client's status code
-            raise api_error_from(e, config.retry_after_s) from e
-        try:
-            first = await anext(stream)
-        except BaseException as e:
-            await stream.aclose()
-            if isinstance(e, Exception):
-                raise api_error_from(e, config.retry_after_s) from e
-            raise
+            raise api_error_from(e, ctx.config.retry_after_s) from e
+        stream = await ctx.open_stream(_options(req, ctx.config.max_new_tokens), client=request.state.client, protocol="openai")
         if req.stream_format == "sse":
-            return LiveAudioResponse(_sse(first, stream, enc), media_type="text/event-stream",
-                                     on_close=stream.cancel, headers={"Cache-Control": "no-cache"})
-        return LiveAudioResponse(_audio(first, stream, enc), media_type=fmt.content_type, on_close=stream.cancel)
+            return LiveAudioResponse(_sse(stream, enc), media_type="text/event-stream", on_close=stream.cancel,
+                                     headers={"Cache-Control": "no-cache"})
+        return LiveAudioResponse(_audio(stream, enc), media_type=fmt.content_type, on_close=stream.cancel)
 
     return router

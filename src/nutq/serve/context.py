@@ -1,0 +1,195 @@
+"""`ServerContext`: everything one app shares between its endpoints, and `open_stream`, the one
+way every protocol starts a synthesis.
+
+`open_stream` admits the stream (drain state, concurrency per client and in total), resolves the
+voice, starts the engine and waits for the first chunk, so that every error in starting (unknown
+voice, bad text, all slots busy) is raised before a protocol has sent anything. The `LiveStream`
+it returns is an async iterator of `AudioChunk`s that records the stream's metrics and gives its
+admission back on every way out (finished, failed, cancelled, client gone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from ..engine.sampling import SamplingParams
+from ..engine.stream import AsyncSpeechStream, AudioChunk
+from .config import ServeConfig
+from .errors import ApiError, api_error_from
+from .limits import StreamLease, StreamLimiter
+from .metrics import Metrics
+
+__all__ = ["ServerContext", "LiveStream", "StreamOptions"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """What a protocol asks of one synthesis (after validating its own request shape)."""
+
+    text: str
+    voice: str = "default"
+    language: str | None = None  # None: ServeConfig.default_language
+    params: SamplingParams = SamplingParams()
+    seed: int | None = None
+    exaggeration: float | None = None
+    normalize: bool = True
+    segment: bool = True
+
+
+@dataclass
+class _Readiness:
+    ready: bool = False
+    reason: str = "warming up"
+
+
+@dataclass
+class ServerContext:
+    tts: object  # nutq.TTS
+    config: ServeConfig
+    metrics: Metrics = field(default_factory=Metrics)
+    readiness: _Readiness = field(default_factory=_Readiness)
+    draining: bool = False
+
+    def __post_init__(self):
+        total = self.config.max_streams or self.tts.pool_slots
+        self.limiter = StreamLimiter(total, self.config.max_streams_per_key, self.config.retry_after_s)
+        self.live: set[LiveStream] = set()
+
+    def check_text(self, text: str) -> None:
+        if len(text) > self.config.max_input_chars:
+            raise ApiError(400, f"input is {len(text)} characters; the limit is {self.config.max_input_chars}",
+                           code="input_too_long", param="input")
+
+    def admit(self, client: str) -> StreamLease:
+        if self.draining:
+            raise ApiError(503, "server is shutting down; retry on another instance", code="draining",
+                           headers={"Retry-After": str(self.config.retry_after_s)})
+        return self.limiter.acquire(client)
+
+    async def open_stream(self, opts: StreamOptions, *, client: str, protocol: str) -> "LiveStream":
+        """Start speaking `opts`; returns once the first chunk is ready. Raises `ApiError`."""
+        t0 = time.perf_counter()
+        try:
+            self.check_text(opts.text)
+            if opts.params.max_new_tokens > self.config.max_new_tokens:
+                raise ApiError(400, f"max_tokens must be <= {self.config.max_new_tokens}", code="invalid_value",
+                               param="max_tokens")
+            lease = self.admit(client)
+        except ApiError as e:
+            self.metrics.error(e)
+            raise
+        try:
+            voice = await asyncio.to_thread(self.tts.voices.get, opts.voice)
+            inner = await asyncio.to_thread(
+                self.tts.astream, opts.text, voice, opts.language or self.config.default_language,
+                params=opts.params, seed=opts.seed, exaggeration=opts.exaggeration, normalize=opts.normalize,
+                segment=opts.segment)
+        except BaseException as e:
+            lease.release()
+            raise self._client_error(e) from e
+        live = LiveStream(self, inner, lease, protocol, t0)
+        try:
+            await live._prime()
+        except BaseException as e:
+            await live.aclose()
+            raise self._client_error(e) from e
+        return live
+
+    def _client_error(self, e: BaseException) -> BaseException:
+        if not isinstance(e, Exception):
+            return e  # cancellation and exits pass through unchanged
+        err = api_error_from(e, self.config.retry_after_s)
+        self.metrics.error(err)
+        return err
+
+
+class LiveStream:
+    """`async for chunk in live`: the engine's chunks, the first one already waiting.
+
+    `cancel()` (any time, e.g. barge-in) stops generation before the next decode step; `aclose()`
+    also waits for the worker to let go of its KV slot. Metrics are recorded once, at the end.
+    """
+
+    def __init__(self, ctx: ServerContext, inner: AsyncSpeechStream, lease: StreamLease, protocol: str,
+                 t0: float):
+        self.ctx, self.inner, self.lease, self.protocol, self.t0 = ctx, inner, lease, protocol, t0
+        self.first: AudioChunk | None = None
+        self.audio_s = 0.0
+        self.error: Exception | None = None
+        self._closed = False
+        self._ended = False
+        ctx.live.add(self)
+        ctx.metrics.active.inc()
+
+    async def _prime(self) -> None:
+        self.first = await anext(self.inner)
+        self.audio_s += self.first.duration
+
+    @property
+    def stream(self):
+        """The engine's `SpeechStream` (phrases, sessions, timings)."""
+        return self.inner.stream
+
+    def __aiter__(self) -> "LiveStream":
+        return self
+
+    async def __anext__(self) -> AudioChunk:
+        if self.first is not None:
+            chunk, self.first = self.first, None
+            return chunk
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            chunk = await anext(self.inner)
+        except StopAsyncIteration:
+            self._ended = True
+            await self.aclose()
+            raise
+        except Exception as e:
+            self.error = e
+            await self.aclose()
+            raise self.ctx._client_error(e) from e
+        self.audio_s += chunk.duration
+        return chunk
+
+    def cancel(self) -> None:
+        self.inner.cancel()
+
+    async def aclose(self) -> None:
+        """Stop (if still running), wait for the engine to release the session, record metrics."""
+        if self._closed:
+            return
+        self._closed = True
+        self.inner.cancel()
+        try:
+            await self.inner.aclose()
+        finally:
+            self.lease.release()
+            self.ctx.live.discard(self)
+            self.ctx.metrics.active.dec()
+            self._record()
+
+    def _record(self) -> None:
+        m, s = self.ctx.metrics, self.inner.stream
+        outcome = "failed" if self.error is not None else "completed" if self._ended else "cancelled"
+        m.streams.labels(self.protocol, outcome).inc()
+        if s.first_audio_latency is not None:
+            # measured from the engine's request time, plus what the server spent before it
+            m.ttfa.labels(self.protocol).observe(s.first_audio_latency + (s.t_request - self.t0))
+        wall = time.perf_counter() - self.t0
+        if self._ended and self.audio_s > 0:
+            m.rtf.observe(wall / self.audio_s)
+        for tm in s.timings:
+            if tm.tokens and tm.decode_s > 0:
+                m.tokens_per_s.observe(tm.tokens / tm.decode_s)
+        if s.timings and s.timings[0].first_token_s is not None:
+            m.queue_wait.observe(max(0.0, s.timings[0].first_token_s - s.timings[0].prefill_s))
+        for session in s.sessions:
+            for kind, n in session.guard_counts.items():
+                if n:
+                    m.guard.labels(kind).inc(n)

@@ -1,0 +1,51 @@
+"""Prometheus metrics of one app (its own registry: two apps in a process never share counters).
+
+    nutq_time_to_first_audio_seconds   request received -> first audio ready, by protocol
+    nutq_real_time_factor              synthesis wall time / audio duration, per finished stream
+    nutq_active_streams                syntheses running now
+    nutq_queue_wait_seconds            request -> T3 prefill starts (frontend, voice, waiting for a slot)
+    nutq_tokens_per_second             T3 decode rate of each finished stream
+    nutq_alignment_guard_interventions_total   guard decisions that changed the output, by kind
+    nutq_streams_total                 finished streams by protocol and outcome
+    nutq_errors_total                  errors answered to clients, by code
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["Metrics", "CONTENT_TYPE"]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30, 60)
+_RTF_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 5, 10)
+_RATE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 200, 500, 1000)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.ttfa = Histogram("nutq_time_to_first_audio_seconds", "Request received to first audio ready",
+                              ["protocol"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.rtf = Histogram("nutq_real_time_factor", "Synthesis wall time over audio duration",
+                             buckets=_RTF_BUCKETS, registry=r)
+        self.active = Gauge("nutq_active_streams", "Syntheses running now", registry=r)
+        self.queue_wait = Histogram("nutq_queue_wait_seconds", "Request to the start of T3 prefill",
+                                    buckets=_LATENCY_BUCKETS, registry=r)
+        self.tokens_per_s = Histogram("nutq_tokens_per_second", "T3 decode rate per stream",
+                                      buckets=_RATE_BUCKETS, registry=r)
+        self.guard = Counter("nutq_alignment_guard_interventions", "Alignment guard decisions, by kind",
+                             ["kind"], registry=r)
+        self.streams = Counter("nutq_streams", "Finished streams", ["protocol", "outcome"], registry=r)
+        self.errors = Counter("nutq_errors", "Errors answered to clients, by code", ["code"], registry=r)
+
+    def error(self, err) -> None:
+        """Count an `ApiError` answered to a client, once however many layers see it."""
+        if not getattr(err, "counted", False):
+            err.counted = True
+            self.errors.labels(err.code or "unknown").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
