@@ -18,6 +18,7 @@ from .engine.chunking import ChunkSchedule
 from .engine.generate import generate_speech_tokens
 from .engine.kv_pool import KVPool
 from .engine.sampling import SamplingParams
+from .engine.scheduler import Scheduler
 from .engine.session import Session, resolve_guard
 from .engine.stream import AsyncSpeechStream, Phrase, SpeechStream
 from .engine.voice import Voice, VoiceError, load_conds, prepare_voice
@@ -38,9 +39,11 @@ class TTS:
 
     def __init__(self, files: ckfiles.CheckpointFiles, device: str = "cpu", dtype: str | None = None, *,
                  flow_dtype: str | None = None, max_sessions: int = 1, max_cache_len: int = 1500,
-                 voice_store: str | Path | None = None):
+                 voice_store: str | Path | None = None, scheduler: bool = False):
         """`max_sessions` concurrent streams share a KV pool of `max_cache_len` positions per
         session (conditioning + text + speech tokens); it is allocated on the first stream.
+        `scheduler`: streams are decoded together by one `Scheduler` (started on the first stream
+        or by `start_scheduler()`, stopped by `close()`) instead of each in its consumer's thread.
         `voice_store`: a directory where the voice cache persists voices across restarts.
         `dtype` casts T3 and `flow_dtype` S3Gen's flow (the heaviest part of vocoding) to fp32,
         bf16 or fp16; the voice encoder, S3 tokenizer, CAMPPlus and HiFT stay in fp32."""
@@ -63,6 +66,8 @@ class TTS:
         self._voice_store = voice_store
         self._voices = None
         self._model_id: str | None = None
+        self._use_scheduler = scheduler
+        self._scheduler: Scheduler | None = None
 
     @classmethod
     def from_local(cls, model_dir: str | Path, **kw) -> "TTS":
@@ -167,9 +172,11 @@ class TTS:
             return self._pool
 
     @property
-    def pool_slots(self) -> int:
-        """How many streams may run at once (KV-pool slots; the pool itself is allocated lazily)."""
-        return self._pool_shape[0]
+    def stream_capacity(self) -> int:
+        """Streams that can be admitted at once: the KV slots, plus as many waiting in the
+        scheduler's queue when streams are batched (without it, a full pool refuses at once)."""
+        slots = self._pool_shape[0]
+        return 2 * slots if self._use_scheduler else slots
 
     def _voice(self, voice, exaggeration: float | None) -> Voice:
         """None: the built-in voice; exaggeration None keeps the voice's own value."""
@@ -228,8 +235,29 @@ class TTS:
         def make(phrase: Phrase) -> Session:
             return Session(self.t3, self.s3gen, pool, phrase.ids, v, params, guard_cfg, schedule, gen, noise)
 
-        return SpeechStream(phrases, make, SAMPLE_RATE, t_request)
+        runner = self.start_scheduler().run if self._use_scheduler else None
+        return SpeechStream(phrases, make, SAMPLE_RATE, t_request, runner)
 
     def astream(self, *args, **kw) -> AsyncSpeechStream:
         """`async for chunk in tts.astream(...)`: `stream` driven from a worker thread."""
         return AsyncSpeechStream(self.stream(*args, **kw))
+
+    def start_scheduler(self) -> Scheduler:
+        """The scheduler that decodes all streams together (started once; `close()` stops it)."""
+        pool = self.pool
+        with self._lazy_lock:
+            if self._scheduler is None:
+                self._scheduler = Scheduler(self.t3, self.s3gen, pool, max_queue=self._pool_shape[0])
+            return self._scheduler
+
+    def scheduler_stats(self):
+        """The running scheduler's `SchedulerStats`, or None (no scheduler, or not started yet)."""
+        sched = self._scheduler
+        return sched.stats() if sched is not None else None
+
+    def close(self) -> None:
+        """Stop the scheduler, if one runs; its unfinished streams fail with SchedulerClosed."""
+        with self._lazy_lock:
+            sched, self._scheduler = self._scheduler, None
+        if sched is not None:
+            sched.close()

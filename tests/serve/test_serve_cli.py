@@ -23,3 +23,17 @@ def test_serve_config_refuses_values_that_would_misbehave():
         ServeConfig(api_keys=("",))
     with pytest.raises(ValueError, match="max_input_chars must be >= 1"):
         ServeConfig(max_input_chars=0)
+
+
+def test_operations_flags_default_to_the_serve_config_defaults():
+    args = build_parser().parse_args(["serve"])
+    d = ServeConfig()
+    assert (args.max_streams_per_key, args.idle_timeout, args.drain_timeout, args.ws_max_size) == \
+        (d.max_streams_per_key, d.idle_timeout_s, d.drain_timeout_s, d.max_frame_bytes)
+    assert (args.log_format, args.private_metrics) == ("text", False)
+    args = build_parser().parse_args(["serve", "--drain-timeout", "2.5", "--log-format", "json", "--ws-max-size",
+                                      "4096", "--idle-timeout", "9", "--max-streams-per-key", "3", "--private-metrics"])
+    assert (args.drain_timeout, args.log_format, args.ws_max_size, args.idle_timeout, args.max_streams_per_key,
+            args.private_metrics) == (2.5, "json", 4096, 9.0, 3, True)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--log-format", "xml"])

@@ -1,6 +1,7 @@
 """`nutq bench`: latency of streaming synthesis per stage, optionally side by side with the official.
 
     nutq bench --model-dir DIR [--text T] [--trials 5] [--tokens 100] [--vs-reference] [--json out.json]
+    nutq bench --model-dir DIR --concurrency 1,4,16 [--arrival together|staggered|both] [--sequential]
     nutq bench --history
 
 Results (medians over trials, every trial too) are appended as one JSON line to a history file.
@@ -43,6 +44,14 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--vs-reference", action="store_true",
                    help="interleave runs of the official package's generate() (needs `make refenv`)")
+    p.add_argument("--concurrency", help="comma-separated stream counts (e.g. 1,4,16): N requests at once, "
+                                         "each a sentence of nutq.bench.concurrency.SENTENCES")
+    p.add_argument("--arrival", choices=["together", "staggered", "both"], default="together")
+    p.add_argument("--stagger", type=float, default=0.25, help="seconds between staggered arrivals")
+    p.add_argument("--sequential", action="store_true", help="also serve the same requests one at a time")
+    p.add_argument("--no-scheduler", action="store_true",
+                   help="concurrent streams each step alone in their own thread instead of batched")
+    p.add_argument("--plot", type=Path, help="with --concurrency: write a PNG of TTFA and RTF against N")
     p.add_argument("--json", type=Path, help="also write this run's results here")
     p.add_argument("--history-file", type=Path, default=HISTORY)
     p.add_argument("--history", action="store_true", help="show past results and exit")
@@ -82,6 +91,8 @@ def run(args) -> int:
         raise NutqError("no model: pass --model-dir (make one with `nutq make-checkpoint DIR --size full`)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.concurrency:
+        return run_concurrency(args, model_dir)
     tts = TTS.from_local(model_dir, device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype)
     params = SamplingParams(max_new_tokens=args.tokens, ignore_eos=True) if args.tokens else SamplingParams()
     guard = None if args.guard == "none" else args.guard
@@ -131,6 +142,58 @@ def run(args) -> int:
     args.history_file.parent.mkdir(parents=True, exist_ok=True)
     with args.history_file.open("a") as f:
         f.write(json.dumps(result, ensure_ascii=False) + "\n")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, ensure_ascii=False, indent=1))
+    return 0
+
+
+def _counts(spec: str) -> list[int]:
+    try:
+        ns = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        ns = []
+    if not ns or min(ns) < 1:
+        raise NutqError(f"--concurrency wants positive integers like 1,4,16, got {spec!r}")
+    return ns
+
+
+def run_concurrency(args, model_dir) -> int:
+    import torch
+
+    from ..engine.sampling import SamplingParams
+    from ..tts import TTS
+    from .concurrency import plot, run_round
+
+    ns = _counts(args.concurrency)
+    arrivals = ["together", "staggered"] if args.arrival == "both" else [args.arrival]
+    tts = TTS.from_local(model_dir, device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype,
+                         max_sessions=max(ns), scheduler=not args.no_scheduler)
+    params = SamplingParams(max_new_tokens=args.tokens, ignore_eos=True) if args.tokens else SamplingParams()
+    rounds = []
+    try:
+        for i in range(args.warmup):
+            run_round(tts, 1, params=params, seed=args.seed + 1000 + i)
+        for n in ns:
+            for arrival in arrivals:
+                modes = (False, True) if args.sequential else (False,)
+                for sequential in modes:
+                    r = run_round(tts, n, arrival=arrival, stagger_s=args.stagger, params=params, seed=args.seed,
+                                  sequential=sequential)
+                    rounds.append(r)
+                    print(f"N={n:3d} {arrival:9} {r['mode']:10} TTFA p50 {r.get('ttfa_p50_ms', 0):8.0f} ms "
+                          f"p95 {r.get('ttfa_p95_ms', 0):8.0f} ms  RTF {r.get('rtf_median', 0):5.2f}  "
+                          f"underrun streams {r.get('streams_with_underruns', 0)}  "
+                          f"tok/s {r.get('tokens_per_s_per_stream', 0):6.1f}/stream "
+                          f"{r.get('tokens_per_s_aggregate', 0):7.1f} total  errors {len(r['errors'])}", flush=True)
+    finally:
+        tts.close()
+    result = {"when": dt.datetime.now().isoformat(timespec="seconds"), "device": args.device,
+              "dtype": args.dtype or "file", "flow_dtype": args.flow_dtype or "fp32", "tokens": args.tokens,
+              "scheduler": not args.no_scheduler, "threads": torch.get_num_threads(), "machine": platform.machine(),
+              "model_dir": str(model_dir), "rounds": rounds}
+    if args.plot and not plot(rounds, args.plot):
+        print("matplotlib is not installed: no plot (pip install 'nutq[bench]')")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, ensure_ascii=False, indent=1))

@@ -1,5 +1,16 @@
 """One utterance being spoken: its KV slot, CFG rows, sampler, guard, noise, vocoder state, timings.
 
+A session's per-token logic is a handful of step-wise methods, so that one loop can drive it
+alone (`Session.run()`) and a scheduler can drive many at once (`engine.scheduler`) without a
+second copy of it:
+
+    begin(slot) -> logits           prefill into a leased KV slot; make sampler, guard, vocoder
+    sample(logits, attn) -> tok     guard observes the step's attention, then one token is drawn (on device)
+    accept(int(tok)) -> bool        bookkeeping once the host knows the id; False on EOS
+    next_position -> (speech_pos, pos) | None   where the decode step feeds `tok`; None at the limit
+    vocode(tok) / flush()           streaming token2wav: a chunk when one is due / the rest at the end
+    end()                           release the slot (idempotent)
+
 `Session.run()` is a generator: prefill, then one T3 step per token; every few tokens the
 streaming token2wav turns what has arrived into audio, which is yielded at once. Everything the
 session holds is released in `finally`, whether it ends on EOS, on the token limit, on an error,
@@ -22,7 +33,7 @@ from .alignment import OFFICIAL, GuardConfig
 from .alignment_device import DeviceGuard
 from .decode import Sampler, decode_step, prefill
 from .chunking import ChunkSchedule
-from .kv_pool import KVPool
+from .kv_pool import KVPool, KVSlot
 from .sampling import SamplingParams
 from .token2wav import StreamingToWav
 from .voice import Voice
@@ -55,6 +66,7 @@ class SessionTimings:
     first_chunk_vocoder_s: float | None = None
     first_chunk_flow_ms: float | None = None  # of which the flow (encoder + CFM) ...
     first_chunk_hift_ms: float | None = None  # ... and HiFT
+    queue_s: float = 0.0  # waiting for a KV slot in a scheduler's queue (0 when run alone)
 
 
 @dataclass
@@ -88,10 +100,6 @@ class _Guard:
     def __call__(self, mixed: torch.Tensor) -> torch.Tensor:
         return self.device_guard.apply(mixed, self.suppress, self.force, self.eos)
 
-    @property
-    def text_position(self) -> int:
-        return int(self.position[0])
-
     def counts(self) -> dict[str, int]:
         return {k: int(v[0]) for k, v in self.device_guard.counts().items()}
 
@@ -116,6 +124,14 @@ class Session:
 
     def __post_init__(self):
         self._cancel = threading.Event()
+        self._slot: KVSlot | None = None
+        self._guard: _Guard | None = None
+        self._sampler: Sampler | None = None
+        self._vocoder: StreamingToWav | None = None
+        self._prefill_len = 0
+        self._max_new = 0
+        self._drawn = 0  # tokens sampled so far, EOS included
+        self._fed: torch.Tensor | None = None
 
     def cancel(self) -> None:
         """Stop before the next decode step (thread-safe); the generator then ends quietly."""
@@ -125,67 +141,144 @@ class Session:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
-    def run(self) -> Iterator[SessionChunk]:
-        cfg, tm = self.t3.cfg, self.timings
-        dev = self.t3.speech_head.weight.device
-        slot = self.pool.lease()
-        guard = None
-        try:
-            t0 = time.perf_counter()
-            text_ids = self.text_ids.to(dev)
-            v = self.voice
-            with torch.inference_mode():
-                cond = self.t3.conditioning(v.speaker_emb, v.prompt_tokens, v.exaggeration)
-            probes = self.guard.heads if self.guard is not None else ()
-            logits, attn, L = prefill(self.t3, cond, text_ids, slot.cache, probes)
-            max_new = min(self.params.max_new_tokens, slot.cache.max_len - L)
-            tm.prefill_s = time.perf_counter() - t0
-            if self.guard is not None:
-                span = (cfg.len_cond, cfg.len_cond + text_ids.shape[-1])
-                guard = _Guard(self.guard, span, max_new, cfg.stop_speech, cfg.start_speech, attn)
-            sampler = Sampler(self.t3, self.params, self.generator)
-            vocoder = StreamingToWav(self.s3gen, v.gen, self.schedule, generator=self.noise_generator,
-                                     max_tokens=max_new)  # it moves the voice to S3Gen's device itself
-            for step in range(max_new):
-                if self._cancel.is_set():
-                    return
-                t_step = time.perf_counter()
-                tok_t = sampler(logits, guard)
-                tok = int(tok_t)  # the one host sync per token: emitting it needs the value
-                now = time.perf_counter()
-                tm.decode_s += now - t_step
-                if tm.first_token_s is None:
-                    tm.first_token_s = now - tm.t_request
-                if tok == cfg.stop_speech:
-                    self.stopped_on_eos = True
-                    break
-                tm.tokens += 1
-                # BOS or padding ids are fed back (as the official loop does) but never vocoded.
-                if tok < cfg.num_valid_speech:
-                    self.tokens.append(tok)
-                    t_voc = time.perf_counter()
-                    audio = vocoder.push([tok])
-                    if audio is not None:
-                        yield self._chunk(audio, vocoder, guard, t_voc, is_last=False)
-                if step + 1 < max_new:
-                    # Vocode first, then step: on the first chunk this keeps the next forward
-                    # off the time-to-first-audio path.
-                    t_step = time.perf_counter()
-                    logits, attn = decode_step(self.t3, tok_t, step + 1, L + step, slot.cache, probes)
-                    if guard is not None:
-                        guard.observe(attn, tok_t)
-                    tm.decode_s += time.perf_counter() - t_step
-            t_voc = time.perf_counter()
-            tail = vocoder.flush()
-            yield self._chunk(tail, vocoder, guard, t_voc, is_last=True)
-        finally:
-            slot.release()
-            if guard is not None:
-                self.guard_counts = guard.counts()
+    @property
+    def probes(self) -> tuple[tuple[int, int], ...]:
+        """(layer, head) pairs whose attention the guard reads; () without a guard."""
+        return self.guard.heads if self.guard is not None else ()
 
-    def _chunk(self, audio: torch.Tensor, vocoder: StreamingToWav, guard, t_voc: float,
-               is_last: bool) -> SessionChunk:
+    @property
+    def slot(self) -> KVSlot | None:
+        return self._slot
+
+    # ------------------------------------------------------------------ step-wise
+
+    def begin(self, slot: KVSlot) -> torch.Tensor:
+        """Prefill into `slot` (owned by the session from now on: `end()` releases it) and set up
+        the sampler, guard and vocoder. Returns the logits (2, V) of the first speech token."""
+        if self._slot is not None:
+            raise RuntimeError("this session has already begun; a session speaks once")
+        self._slot = slot
+        cfg = self.t3.cfg
+        dev = self.t3.speech_head.weight.device
+        t0 = time.perf_counter()
+        text_ids = self.text_ids.to(dev)
+        v = self.voice
+        with torch.inference_mode():
+            cond = self.t3.conditioning(v.speaker_emb, v.prompt_tokens, v.exaggeration)
+        logits, attn, L = prefill(self.t3, cond, text_ids, slot.cache, self.probes)
+        self._prefill_len = L
+        self._max_new = min(self.params.max_new_tokens, slot.cache.max_len - L)
+        self.timings.prefill_s = time.perf_counter() - t0
+        if self.guard is not None:
+            span = (cfg.len_cond, cfg.len_cond + text_ids.shape[-1])
+            self._guard = _Guard(self.guard, span, self._max_new, cfg.stop_speech, cfg.start_speech, attn)
+        self._sampler = Sampler(self.t3, self.params, self.generator)
+        # Made here, not lazily where it first runs: its noise is drawn now, before any token, as
+        # a solo run draws it (the generators may be shared, e.g. the global one).
+        self._vocoder = StreamingToWav(self.s3gen, v.gen, self.schedule, generator=self.noise_generator,
+                                       max_tokens=self._max_new)  # it moves the voice to S3Gen's device itself
+        return logits
+
+    def sample(self, logits: torch.Tensor, attn: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw the next token (a (1,) device tensor; no host sync) from `logits` (2, V): the prefill's,
+        or those of the decode step that fed the previous token, whose probe attention `attn`
+        (n_heads, 1, >= text end) the guard observes first."""
+        if self._guard is not None and attn is not None:
+            self._guard.observe(attn, self._fed)
+        tok = self._sampler(logits, self._guard)
+        self._fed = tok
+        self._drawn += 1
+        return tok
+
+    def accept(self, tok: int) -> bool:
+        """Record the id `sample` drew (read on the host). False when it is EOS: the session is done."""
         tm = self.timings
+        if tm.first_token_s is None:
+            tm.first_token_s = time.perf_counter() - tm.t_request
+        if tok == self.t3.cfg.stop_speech:
+            self.stopped_on_eos = True
+            return False
+        tm.tokens += 1
+        # BOS or padding ids are fed back (as the official loop does) but never vocoded.
+        if tok < self.t3.cfg.num_valid_speech:
+            self.tokens.append(tok)
+        return True
+
+    @property
+    def fed(self) -> torch.Tensor:
+        """The last sampled token, (1,) on the device: what the next decode step consumes."""
+        return self._fed
+
+    @property
+    def guard_position(self) -> torch.Tensor | None:
+        """The guard's text position now, as a device tensor (a snapshot: each step makes a new
+        one), or None without a guard. A scheduler that vocodes later passes it to `vocode`/`flush`
+        so that chunks report where the guard was when their last token was drawn."""
+        return self._guard.position if self._guard is not None else None
+
+    @property
+    def next_position(self) -> tuple[int, int] | None:
+        """(speech position, absolute position) at which the next decode step feeds the last
+        sampled token; None once `max_new_tokens` (or the cache) is used up."""
+        n = self._drawn
+        return (n, self._prefill_len + n - 1) if n < self._max_new else None
+
+    def vocode(self, tok: int, position: torch.Tensor | None = None) -> SessionChunk | None:
+        """Push an accepted id to the streaming token2wav; a chunk when the schedule says one is due.
+        `position`: the `guard_position` when `tok` was drawn (default: now)."""
+        if tok >= self.t3.cfg.num_valid_speech:
+            return None
+        t_voc = time.perf_counter()
+        audio = self._vocoder.push([tok])
+        return None if audio is None else self._chunk(audio, t_voc, False, position)
+
+    def flush(self, position: torch.Tensor | None = None) -> SessionChunk:
+        """The last chunk: everything not yet released, with the look-ahead resolved."""
+        t_voc = time.perf_counter()
+        return self._chunk(self._vocoder.flush(), t_voc, True, position)
+
+    def end(self) -> None:
+        """Give the KV slot back and keep the guard's counts. Safe to call more than once; the
+        vocoder (which needs no slot) may still flush afterwards."""
+        if self._slot is not None:
+            self._slot.release()
+        if self._guard is not None:
+            self.guard_counts = self._guard.counts()
+
+    # ------------------------------------------------------------------ solo loop
+
+    def run(self) -> Iterator[SessionChunk]:
+        """Speak alone: lease a slot, then sample -> vocode -> decode step until EOS or the limit."""
+        tm = self.timings
+        slot = self.pool.lease()
+        try:
+            logits, attn = self.begin(slot), None
+            while not self._cancel.is_set():
+                t_step = time.perf_counter()
+                tok_t = self.sample(logits, attn)
+                tok = int(tok_t)  # the one host sync per token: emitting it needs the value
+                tm.decode_s += time.perf_counter() - t_step
+                if not self.accept(tok):
+                    break
+                chunk = self.vocode(tok)
+                if chunk is not None:
+                    yield chunk
+                at = self.next_position
+                if at is None:
+                    break
+                # Vocode first, then step: on the first chunk this keeps the next forward off the
+                # time-to-first-audio path.
+                t_step = time.perf_counter()
+                logits, attn = decode_step(self.t3, tok_t, *at, slot.cache, self.probes)
+                tm.decode_s += time.perf_counter() - t_step
+            else:
+                return  # cancelled: no final chunk
+            yield self.flush()
+        finally:
+            self.end()
+
+    def _chunk(self, audio: torch.Tensor, t_voc: float, is_last: bool, position: torch.Tensor | None) -> SessionChunk:
+        tm, vocoder = self.timings, self._vocoder
         now = time.perf_counter()
         tm.vocoder_s += now - t_voc
         if tm.first_chunk_vocoder_s is None:
@@ -193,5 +286,7 @@ class Session:
             if vocoder.last_timing is not None:
                 tm.first_chunk_flow_ms = vocoder.last_timing.flow_ms
                 tm.first_chunk_hift_ms = vocoder.last_timing.hift_ms
+        if position is None:
+            position = self.guard_position
         return SessionChunk(audio.detach().float().cpu().numpy().reshape(-1),
-                            guard.text_position if guard is not None else 0, is_last, now)
+                            int(position[0]) if position is not None else 0, is_last, now)

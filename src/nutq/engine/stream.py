@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .session import Session, SessionTimings
+from .session import Session, SessionChunk, SessionTimings
 
 __all__ = ["AudioChunk", "SpeechStream", "AsyncSpeechStream", "Phrase"]
 
@@ -47,12 +47,16 @@ class AudioChunk:
 
 class SpeechStream:
     """Iterate for `AudioChunk`s. `cancel()` may be called from any thread; iteration then ends
-    within one decode step. `timings` has one `SessionTimings` per phrase started so far."""
+    within one decode step. `timings` has one `SessionTimings` per phrase started so far.
+    `runner(session)` speaks one session (default `Session.run`, alone in the caller's thread; a
+    `Scheduler.run` decodes it together with other streams' sessions)."""
 
     def __init__(self, phrases: list[Phrase], make_session: Callable[[Phrase], Session], sample_rate: int,
-                 t_request: float | None = None):
+                 t_request: float | None = None,
+                 runner: Callable[[Session], Iterator[SessionChunk]] | None = None):
         self.phrases = phrases
         self._make_session = make_session
+        self._runner = runner if runner is not None else Session.run
         self.sample_rate = sample_rate
         self.t_request = time.perf_counter() if t_request is None else t_request
         self.timings: list[SessionTimings] = []
@@ -93,7 +97,7 @@ class SpeechStream:
             if self._cancel.is_set():  # cancel() raced with the append
                 return
             last_phrase = p_idx == len(self.phrases) - 1
-            gen = session.run()
+            gen = self._runner(session)
             try:
                 for c in gen:
                     if self._cancel.is_set():

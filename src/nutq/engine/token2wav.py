@@ -261,9 +261,10 @@ class StreamingToWav:
     # ---------------------------------------------------------------- rendering
 
     def _now(self) -> float:
-        # Host and device run asynchronously on CUDA; wait so that each stage is timed alone.
+        # Host and device run asynchronously on CUDA; wait so that each stage is timed alone. Only
+        # for this stream: a device-wide sync would also wait for the decode running beside it.
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()
         return time.perf_counter()
 
     def _render(self, finalize: bool) -> torch.Tensor:

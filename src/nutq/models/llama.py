@@ -137,10 +137,16 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, kvh * d, bias=False)
         self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, layer: int, cache: KVCache, input_pos, mask, kv_len, probe_heads=None):
-        """Returns (out, probe): `probe` is row 0's attention weights (len(heads), T, kv_len) for the
-        requested heads, computed from q and the cached k (the alignment guard reads them), or
-        None. Only these rows are materialised; the attention itself stays on the fused kernel."""
+    def forward(self, x, cos, sin, layer: int, cache: KVCache, input_pos, mask, kv_len, probe_heads=None,
+                probe_rows: slice = slice(0, 1)):
+        """Returns (out, probe): `probe` is the attention weights (R, len(heads), T, kv_len) of the
+        batch rows `probe_rows` for the requested heads, computed from q and the cached k (the
+        alignment guard reads them), or None. Only these rows are materialised; the attention
+        itself stays on the fused kernel.
+
+        `input_pos` is (T,) when every row sits at the same positions, or (B, T) per row (sessions
+        batched at different lengths): then each row's keys/values are written at its own positions.
+        """
         B, T, _ = x.shape
         cfg = self.cfg
         q = self.q_proj(x).view(B, T, cfg.num_heads, cfg.head_dim).transpose(1, 2)  # (B, H, T, D)
@@ -149,8 +155,14 @@ class Attention(nn.Module):
         q = q * cos + _rotate_half(q) * sin
         k = k * cos + _rotate_half(k) * sin
         kc, vc = cache.k[layer], cache.v[layer]  # (B, KVH, S, D) views into the cache
-        kc.index_copy_(2, input_pos, k.to(kc.dtype))
-        vc.index_copy_(2, input_pos, v.to(vc.dtype))
+        if input_pos.dim() == 1:
+            kc.index_copy_(2, input_pos, k.to(kc.dtype))
+            vc.index_copy_(2, input_pos, v.to(vc.dtype))
+        else:
+            # A position tensor, not host slicing, so that one captured graph serves any positions.
+            where = input_pos[:, None, :, None].expand_as(k)  # (B, KVH, T, D)
+            kc.scatter_(2, where, k.to(kc.dtype))
+            vc.scatter_(2, where, v.to(vc.dtype))
         keys, values = kc[:, :, :kv_len], vc[:, :, :kv_len]
         rep = cfg.num_heads // cfg.num_kv_heads
         if rep > 1:
@@ -159,14 +171,15 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
         probe = None
         if probe_heads:
-            # Heads picked by host ints (views stacked): no index tensor is built and copied to the
-            # device at every layer of every step.
-            qh = torch.stack([q[0, h] for h in probe_heads]).float()  # (n, T, D)
-            kh = torch.stack([keys[0, h] for h in probe_heads]).float()  # (n, S, D)
-            scores = (qh @ kh.transpose(1, 2)) * cfg.head_dim ** -0.5
+            # Rows by a slice and heads by host ints (views stacked): no index tensor is built and
+            # copied to the device at every layer of every step.
+            qh = torch.stack([q[probe_rows, h] for h in probe_heads], dim=1).float()  # (R, n, T, D)
+            kh = torch.stack([keys[probe_rows, h] for h in probe_heads], dim=1).float()  # (R, n, S, D)
+            scores = (qh @ kh.transpose(-1, -2)) * cfg.head_dim ** -0.5  # (R, n, T, S)
             if mask is not None:
-                m = mask[0] if mask.dim() == 4 else mask
-                scores = scores.masked_fill(~m.expand(len(probe_heads), -1, -1), float("-inf"))
+                # A per-row mask is cut to the probed rows; a shared one broadcasts over them.
+                m = mask[probe_rows] if mask.dim() == 4 and mask.shape[0] > 1 else mask
+                scores = scores.masked_fill(~m, float("-inf"))
             probe = scores.softmax(dim=-1)
         return self.o_proj(out.transpose(1, 2).reshape(B, T, cfg.num_heads * cfg.head_dim)), probe
 
@@ -190,8 +203,9 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, layer, cache, input_pos, mask, kv_len, probe_heads=None):
-        h, probe = self.self_attn(self.input_layernorm(x), cos, sin, layer, cache, input_pos, mask, kv_len, probe_heads)
+    def forward(self, x, cos, sin, layer, cache, input_pos, mask, kv_len, probe_heads=None, probe_rows=slice(0, 1)):
+        h, probe = self.self_attn(self.input_layernorm(x), cos, sin, layer, cache, input_pos, mask, kv_len,
+                                  probe_heads, probe_rows)
         x = x + h
         return x + self.mlp(self.post_attention_layernorm(x)), probe
 
@@ -212,10 +226,14 @@ class LlamaBackbone(nn.Module):
         self.inv_freq = llama3_inv_freq(self.cfg).to(device)
 
     def rope(self, input_pos: torch.Tensor, dtype: torch.dtype):
-        """cos/sin (1, 1, T, D) for absolute positions, computed in fp32 then cast."""
-        freqs = input_pos.float()[:, None] * self.inv_freq.float()[None, :]  # (T, D/2)
+        """cos/sin for absolute positions, computed in fp32 then cast: (1, 1, T, D) for positions
+        (T,) shared by all rows, (B, 1, T, D) for per-row positions (B, T)."""
+        freqs = input_pos.float()[..., None] * self.inv_freq.float()  # (T, D/2) or (B, T, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos().to(dtype)[None, None], emb.sin().to(dtype)[None, None]
+        cos, sin = emb.cos().to(dtype), emb.sin().to(dtype)
+        if input_pos.dim() == 1:
+            return cos[None, None], sin[None, None]
+        return cos[:, None], sin[:, None]
 
     def forward(
         self,
@@ -226,36 +244,45 @@ class LlamaBackbone(nn.Module):
         kv_len: int | None = None,
         mask: torch.Tensor | None = None,
         probes: tuple[tuple[int, int], ...] = (),
+        probe_rows: slice | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, C) at absolute positions `input_pos` (T,) -> final-normed hidden (B, T, C).
+        """x (B, T, C) at absolute positions `input_pos` -> final-normed hidden (B, T, C).
+
+        `input_pos` is (T,) when all rows share positions (one session's CFG rows), or (B, T) with
+        each row at its own positions (sessions of different lengths batched together).
 
         `kv_len` (a Python int) limits attention to cache slots [0, kv_len): the eager path passes
         the true length so it never touches unused slots. A graph-captured step passes
         `kv_len=None` with a precomputed boolean `mask` (B or 1, 1, T, max_len) instead, keeping
         every shape static. With neither, a causal mask over the whole cache is built here.
 
-        `probes` lists (layer, head) pairs whose row-0 attention weights to return as well:
-        then the result is (hidden, weights (len(probes), T, kv_len)) in probe order.
+        `probes` lists (layer, head) pairs whose attention weights to return as well, in probe
+        order: with `probe_rows=None` those of row 0, as (hidden, weights (len(probes), T, kv_len));
+        with a slice of rows, (hidden, weights (R, len(probes), T, kv_len)) for those R rows.
         """
-        single_step = kv_len is not None and x.shape[1] == 1
+        # A single query at a shared position, given its true kv_len, attends to every slot: no
+        # mask, so SDPA can take its fastest (unmasked) kernel on the decode step. Rows at their
+        # own positions always need one.
+        single_step = kv_len is not None and x.shape[1] == 1 and input_pos.dim() == 1
         if kv_len is None:
             kv_len = cache.max_len
-        # A single query given its true kv_len attends to every slot: no mask, so SDPA can take its
-        # fastest (unmasked) kernel on the decode step.
         if mask is None and not single_step:
             k_pos = torch.arange(kv_len, device=x.device)
-            mask = (k_pos[None, :] <= input_pos[:, None])[None, None]  # (1, 1, T, kv_len)
+            mask = k_pos <= input_pos[..., None]  # (T, kv_len) or (B, T, kv_len)
+            mask = mask[None, None] if input_pos.dim() == 1 else mask[:, None]  # (1 or B, 1, T, kv_len)
         cos, sin = self.rope(input_pos, x.dtype)
         by_layer: dict[int, list[int]] = {}
         for layer_idx, head in probes:
             by_layer.setdefault(layer_idx, []).append(head)
+        rows = slice(0, 1) if probe_rows is None else probe_rows
         found: dict[tuple[int, int], torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
-            x, probe = layer(x, cos, sin, i, cache, input_pos, mask, kv_len, tuple(by_layer.get(i, ())))
+            x, probe = layer(x, cos, sin, i, cache, input_pos, mask, kv_len, tuple(by_layer.get(i, ())), rows)
             if probe is not None:
                 for j, head in enumerate(by_layer[i]):
-                    found[(i, head)] = probe[j]
+                    found[(i, head)] = probe[:, j]  # (R, T, kv_len)
         x = self.norm(x)
         if probes:
-            return x, torch.stack([found[p] for p in probes])
+            weights = torch.stack([found[p] for p in probes], dim=1)  # (R, len(probes), T, kv_len)
+            return x, weights[0] if probe_rows is None else weights
         return x

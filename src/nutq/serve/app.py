@@ -4,6 +4,13 @@
     /healthz   liveness: the process answers (never needs a key)
     /readyz    readiness: 200 once the model is loaded and warmed up and not draining, else 503
     /v1/audio/speech   OpenAI-compatible synthesis (see `openai_api`)
+    /v1/tts/ws         native multi-context WebSocket (see `native_ws`, docs/protocols/native.md)
+    /v1/speak          Deepgram-compatible synthesis, REST and WebSocket (see `deepgram_api`)
+    /ws/tts, /tts/stream, /latency   the seed's simple protocol (see `seed_api`)
+    /v1/voices         list, upload and delete voices (see `voices_api`)
+    /metrics           Prometheus metrics (needs a key only with ServeConfig.metrics_public off)
+
+Every request gets an `X-Request-ID` and one access log line (see `logs`).
 """
 
 from __future__ import annotations
@@ -12,14 +19,20 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Response
 
 from ..engine.sampling import SamplingParams
 from .auth import Authenticator
 from .config import ServeConfig
 from .context import ServerContext
 from .errors import ApiError, install_error_handlers
+from .logs import RequestLogMiddleware
+from .metrics import CONTENT_TYPE
+from .native_ws import native_router
+from .deepgram_api import deepgram_router
 from .openai_api import openai_router
+from .seed_api import seed_router
+from .voices_api import voices_router
 
 __all__ = ["create_app"]
 
@@ -67,6 +80,7 @@ def create_app(tts, config: ServeConfig = ServeConfig()) -> FastAPI:
     app.state.ctx = ctx
     app.state.auth = auth
     install_error_handlers(app, ctx.metrics)
+    app.add_middleware(RequestLogMiddleware)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -81,4 +95,13 @@ def create_app(tts, config: ServeConfig = ServeConfig()) -> FastAPI:
         return {"status": "ready"}
 
     app.include_router(openai_router(ctx), dependencies=[Depends(auth.dependency())])
+    app.include_router(voices_router(ctx), dependencies=[Depends(auth.dependency())])
+    # these authenticate inside their endpoints: their 401s have their own protocols' shapes
+    app.include_router(deepgram_router(ctx))
+    app.include_router(seed_router(ctx))
+    app.include_router(native_router(ctx))
+
+    @app.get("/metrics", dependencies=[] if config.metrics_public else [Depends(auth.dependency())])
+    async def metrics() -> Response:
+        return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)
     return app

@@ -37,6 +37,12 @@ class Authenticator:
         return bool(self._keys)
 
     def identify(self, conn: HTTPConnection) -> str:
+        """Also records the id as `conn.state.client`, where the access log finds it."""
+        client = self._identify(conn)
+        conn.state.client = client
+        return client
+
+    def _identify(self, conn: HTTPConnection) -> str:
         if not self._keys:
             return f"addr:{conn.client.host}" if conn.client else "addr:unknown"
         given = _presented_key(conn)
@@ -55,6 +61,6 @@ class Authenticator:
         """A FastAPI dependency for HTTP routes: sets `request.state.client` or raises 401."""
 
         async def check(conn: HTTPConnection) -> None:
-            conn.state.client = self.identify(conn)
+            self.identify(conn)
 
         return check

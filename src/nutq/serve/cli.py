@@ -1,8 +1,16 @@
-"""`nutq serve`: load a checkpoint and run the HTTP server (needs the `serve` extra)."""
+"""`nutq serve`: load a checkpoint and run the HTTP/WebSocket server (needs the `serve` extra).
+
+The server drains on SIGTERM/SIGINT (see `serve.drain`) and logs one line per request in text or
+JSON (see `serve.logs`).
+"""
 
 from __future__ import annotations
 
 import os
+
+from .config import ServeConfig  # a plain dataclass: cheap enough for `nutq --help`
+
+_DEFAULTS = ServeConfig()  # one source for the defaults shown and used
 
 
 def add_parser(sub) -> None:
@@ -12,14 +20,30 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-sessions", type=int, default=4, help="concurrent streams; more get 429")
+    p.add_argument("--no-scheduler", action="store_true",
+                   help="step each stream alone in its own thread instead of batching all streams' steps")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="T3 weights dtype (default: file's)")
     p.add_argument("--voice-store", help="directory where registered voices persist")
     p.add_argument("--api-key", action="append", default=[],
                    help="require this key (repeatable; also $NUTQ_API_KEYS, comma-separated)")
-    p.add_argument("--max-input-chars", type=int, default=4096)
-    p.add_argument("--language", default="ar", help="default language of requests that name none")
+    p.add_argument("--max-input-chars", type=int, default=_DEFAULTS.max_input_chars)
+    p.add_argument("--language", default=_DEFAULTS.default_language,
+                   help="default language of requests that name none")
     p.add_argument("--no-warmup", action="store_true", help="report ready without a warmup synthesis")
+    p.add_argument("--max-streams-per-key", type=int, default=_DEFAULTS.max_streams_per_key,
+                   help="concurrent streams per API key (per client address without keys)")
+    p.add_argument("--idle-timeout", type=float, default=_DEFAULTS.idle_timeout_s, metavar="SECONDS",
+                   help="close a WebSocket with no message and nothing being spoken for this long")
+    p.add_argument("--drain-timeout", type=float, default=_DEFAULTS.drain_timeout_s, metavar="SECONDS",
+                   help="on SIGTERM, how long running streams may finish before they are cancelled")
+    p.add_argument("--ws-max-size", type=int, default=_DEFAULTS.max_frame_bytes, metavar="BYTES",
+                   help="largest WebSocket message accepted")
+    p.add_argument("--private-metrics", action="store_true",
+                   help="require an API key for /metrics too (default: /metrics is open)")
+    p.add_argument("--log-format", choices=["text", "json"], default="text",
+                   help="json: one JSON object per line (ts, level, logger, msg, request_id, ...)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
 
 
@@ -32,14 +56,28 @@ def _serve(args) -> int:
     from ..checkpoints.files import resolve
     from ..tts import TTS
     from .app import create_app
-    from .config import ServeConfig
+    from .drain import SHUTDOWN_GRACE_S, DrainingServer
+    from .logs import configure_logging
 
     if args.max_sessions < 1:
         raise ValueError(f"--max-sessions must be >= 1, got {args.max_sessions}")
     env_keys = [k.strip() for k in os.environ.get("NUTQ_API_KEYS", "").split(",") if k.strip()]
     config = ServeConfig(api_keys=tuple(args.api_key + env_keys), max_input_chars=args.max_input_chars,
-                         default_language=args.language, warmup=not args.no_warmup)
+                         default_language=args.language, warmup=not args.no_warmup,
+                         max_streams_per_key=args.max_streams_per_key, idle_timeout_s=args.idle_timeout,
+                         drain_timeout_s=args.drain_timeout, max_frame_bytes=args.ws_max_size,
+                         metrics_public=not args.private_metrics)
+    configure_logging(args.log_format, args.log_level.upper())
     tts = TTS(resolve(args.model_dir, revision=args.revision), device=args.device, dtype=args.dtype,
-              max_sessions=args.max_sessions, voice_store=args.voice_store)
-    uvicorn.run(create_app(tts, config), host=args.host, port=args.port)
+              max_sessions=args.max_sessions, voice_store=args.voice_store, scheduler=not args.no_scheduler)
+    app = create_app(tts, config)
+    # log_config=None: uvicorn's records go through the handler configured above; access_log off:
+    # the app logs its own access lines, with request ids and client ids.
+    server = DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, ws_max_size=config.max_frame_bytes,
+                                           log_config=None, log_level=args.log_level, access_log=False,
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S), app.state.ctx)
+    try:
+        server.run()
+    finally:
+        tts.close()
     return 0

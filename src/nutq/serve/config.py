@@ -26,6 +26,8 @@ class ServeConfig:
     max_frame_bytes: largest WebSocket message accepted (uvicorn's ws_max_size).
     drain_timeout_s: on SIGTERM, how long running streams may finish before they are cancelled.
     max_upload_bytes / min_voice_s / max_voice_s: limits on reference clips for new voices.
+    metrics_public: serve /metrics without a key even when keys are configured (Prometheus usually
+        scrapes from inside the network; the metrics hold counts and timings, never text or keys).
     """
 
     api_keys: tuple[str, ...] = ()
@@ -44,6 +46,7 @@ class ServeConfig:
     max_upload_bytes: int = 10 << 20
     min_voice_s: float = 1.0
     max_voice_s: float = 60.0
+    metrics_public: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.api_keys, str):  # a lone string would be taken as a tuple of characters

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from ..engine.sampling import SamplingParams
@@ -22,7 +23,9 @@ from .errors import ApiError, api_error_from
 from .limits import StreamLease, StreamLimiter
 from .metrics import Metrics
 
-__all__ = ["ServerContext", "LiveStream", "StreamOptions"]
+__all__ = ["ServerContext", "LiveStream", "StreamOptions", "RECENT_LATENCIES"]
+
+RECENT_LATENCIES = 1000  # streams in ServerContext.recent_latencies
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +59,13 @@ class ServerContext:
     draining: bool = False
 
     def __post_init__(self):
-        total = self.config.max_streams or self.tts.pool_slots
+        total = self.config.max_streams or self.tts.stream_capacity
+        self.metrics.watch_engine(self.tts.scheduler_stats)
         self.limiter = StreamLimiter(total, self.config.max_streams_per_key, self.config.retry_after_s)
         self.live: set[LiveStream] = set()
+        # First-audio latencies (s) of the latest streams of every protocol, newest last: the
+        # window the seed protocol's GET /latency summarizes (Prometheus keeps only buckets).
+        self.recent_latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
 
     def check_text(self, text: str) -> None:
         if len(text) > self.config.max_input_chars:
@@ -135,6 +142,15 @@ class LiveStream:
         """The engine's `SpeechStream` (phrases, sessions, timings)."""
         return self.inner.stream
 
+    @property
+    def first_audio_latency(self) -> float | None:
+        """Seconds from the request reaching the server to its first audio being ready (None before)."""
+        s = self.inner.stream
+        if s.first_audio_latency is None:
+            return None
+        # the engine measures from its own request time; add what the server spent before it
+        return s.first_audio_latency + (s.t_request - self.t0)
+
     def __aiter__(self) -> "LiveStream":
         return self
 
@@ -178,17 +194,18 @@ class LiveStream:
         m, s = self.ctx.metrics, self.inner.stream
         outcome = "failed" if self.error is not None else "completed" if self._ended else "cancelled"
         m.streams.labels(self.protocol, outcome).inc()
-        if s.first_audio_latency is not None:
-            # measured from the engine's request time, plus what the server spent before it
-            m.ttfa.labels(self.protocol).observe(s.first_audio_latency + (s.t_request - self.t0))
+        latency = self.first_audio_latency
+        if latency is not None:
+            m.ttfa.labels(self.protocol).observe(latency)
+            self.ctx.recent_latencies.append(latency)
         wall = time.perf_counter() - self.t0
         if self._ended and self.audio_s > 0:
             m.rtf.observe(wall / self.audio_s)
         for tm in s.timings:
             if tm.tokens and tm.decode_s > 0:
                 m.tokens_per_s.observe(tm.tokens / tm.decode_s)
-        if s.timings and s.timings[0].first_token_s is not None:
-            m.queue_wait.observe(max(0.0, s.timings[0].first_token_s - s.timings[0].prefill_s))
+        for tm in s.timings:  # 0 without the scheduler: there a full pool refuses at once
+            m.queue_wait.observe(tm.queue_s)
         for session in s.sessions:
             for kind, n in session.guard_counts.items():
                 if n:

@@ -25,7 +25,7 @@ __all__ = ["ApiError", "api_error_from", "install_error_handlers", "ws_close_cod
 log = logging.getLogger(__name__)
 
 _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-          429: "rate_limit_error", 503: "server_error"}
+          409: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}
 
 
 class ApiError(Exception):

@@ -3,16 +3,22 @@
     nutq_time_to_first_audio_seconds   request received -> first audio ready, by protocol
     nutq_real_time_factor              synthesis wall time / audio duration, per finished stream
     nutq_active_streams                syntheses running now
-    nutq_queue_wait_seconds            request -> T3 prefill starts (frontend, voice, waiting for a slot)
+    nutq_queue_wait_seconds            per phrase: waiting in the scheduler's queue for a KV slot
     nutq_tokens_per_second             T3 decode rate of each finished stream
     nutq_alignment_guard_interventions_total   guard decisions that changed the output, by kind
     nutq_streams_total                 finished streams by protocol and outcome
     nutq_errors_total                  errors answered to clients, by code
+    nutq_engine_*                      the batching scheduler's state, read at scrape time (see
+                                       `watch_engine`): queued and active sessions, vocoder
+                                       backlog, steps, tokens, mean batch size, admissions
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["Metrics", "CONTENT_TYPE"]
@@ -32,7 +38,7 @@ class Metrics:
         self.rtf = Histogram("nutq_real_time_factor", "Synthesis wall time over audio duration",
                              buckets=_RTF_BUCKETS, registry=r)
         self.active = Gauge("nutq_active_streams", "Syntheses running now", registry=r)
-        self.queue_wait = Histogram("nutq_queue_wait_seconds", "Request to the start of T3 prefill",
+        self.queue_wait = Histogram("nutq_queue_wait_seconds", "Wait for a KV slot in the scheduler's queue",
                                     buckets=_LATENCY_BUCKETS, registry=r)
         self.tokens_per_s = Histogram("nutq_tokens_per_second", "T3 decode rate per stream",
                                       buckets=_RATE_BUCKETS, registry=r)
@@ -40,6 +46,10 @@ class Metrics:
                              ["kind"], registry=r)
         self.streams = Counter("nutq_streams", "Finished streams", ["protocol", "outcome"], registry=r)
         self.errors = Counter("nutq_errors", "Errors answered to clients, by code", ["code"], registry=r)
+
+    def watch_engine(self, stats: Callable[[], object | None]) -> None:
+        """Export the scheduler's `SchedulerStats` (from `stats()`, None while none runs) at every scrape."""
+        self.registry.register(_EngineCollector(stats))
 
     def error(self, err) -> None:
         """Count an `ApiError` answered to a client, once however many layers see it."""
@@ -49,3 +59,29 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _EngineCollector:
+    """Reads a snapshot when scraped: the scheduler keeps its own counts, nothing is copied per step."""
+
+    _GAUGES = (("queued", "Sessions waiting for a KV slot"), ("active", "Sessions decoding"),
+               ("vocoder_backlog", "Sessions with vocoder work waiting"),
+               ("mean_batch", "Mean sessions per decode step since start"),
+               ("mean_queue_wait_s", "Mean wait for a KV slot since start, seconds"))
+    _COUNTERS = (("steps", "Batched decode steps"), ("tokens", "Speech tokens drawn"),
+                 ("admitted", "Sessions admitted"), ("rejected", "Sessions refused: queue full"))
+
+    def __init__(self, stats: Callable[[], object | None]):
+        self._stats = stats
+
+    def describe(self):
+        return []  # collected lazily: nothing to check at registration
+
+    def collect(self):
+        st = self._stats()
+        if st is None:
+            return
+        for name, doc in self._GAUGES:
+            yield GaugeMetricFamily(f"nutq_engine_{name}", doc, value=float(getattr(st, name)))
+        for name, doc in self._COUNTERS:
+            yield CounterMetricFamily(f"nutq_engine_{name}", doc, value=float(getattr(st, name)))

@@ -76,9 +76,12 @@ def _options(req: SpeechRequest, max_new_tokens: int) -> StreamOptions:
 
 
 async def _audio(stream: LiveStream, enc: Encoder) -> AsyncIterator[bytes]:
-    async for chunk in stream:
-        yield await enc.aencode(chunk.audio)
-    yield enc.finish()
+    try:
+        async for chunk in stream:
+            yield await enc.aencode(chunk.audio)
+        yield enc.finish()
+    finally:  # also when the response closes this generator early (client gone)
+        await stream.aclose()
 
 
 def _event(payload: dict) -> bytes:

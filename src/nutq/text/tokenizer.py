@@ -164,11 +164,7 @@ class MTLTokenizer:
         norm = self.normalize(text, lang)
         lead = len(lowered) - len(lowered.lstrip()) if lang == "ko" else 0  # chars strip() removed
 
-        # Build the tagged string while remembering which normalized char each position came from.
-        tag = f"[{lang}]"
-        fed_src: list[int] = [-1] * len(tag)  # -1: not from the text
-        for j, c in enumerate(norm):
-            fed_src.extend([j] * (len(SPACE) if c == " " else 1))
+        fed_src = self._fed_sources(norm, lang)
         enc = self._tok.encode(self._tagged(norm, lang))
 
         covered = [False] * len(fed_src)
@@ -183,6 +179,31 @@ class MTLTokenizer:
         owner = self._input_index(text, len(lowered))
         unknown = [(owner[j + lead], norm[j]) for j in bad]
         return Encoding(ids=list(enc.ids), unknown=unknown, text=norm)
+
+    def encode_spans(self, text: str, language: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """`encode(text, language)` and, for each id, the span [start, end) of `text` it encodes
+        ((0, 0) for the language tag); `[SPACE]` covers its space. For word timestamps."""
+        lang = self._check_language(language)
+        lowered = unicodedata.normalize("NFKD", text.lower())
+        norm = self.normalize(text, lang)
+        lead = len(lowered) - len(lowered.lstrip()) if lang == "ko" else 0
+        fed_src = self._fed_sources(norm, lang)
+        owner = self._input_index(text, len(lowered))
+        enc = self._tok.encode(self._tagged(norm, lang))
+        spans = []
+        for a, b in enc.offsets:
+            src = [owner[fed_src[k] + lead] for k in range(a, b) if fed_src[k] >= 0]
+            spans.append((min(src), max(src) + 1) if src else (0, 0))
+        return list(enc.ids), spans
+
+    @staticmethod
+    def _fed_sources(norm: str, lang: str) -> list[int]:
+        """For each character of the tagged string `_tagged(norm, lang)`, the index in `norm` it
+        came from (-1 for the tag; every character of a `[SPACE]` points at its space)."""
+        fed_src = [-1] * len(f"[{lang}]")
+        for j, c in enumerate(norm):
+            fed_src.extend([j] * (len(SPACE) if c == " " else 1))
+        return fed_src
 
     @staticmethod
     def _input_index(text: str, n_norm: int) -> list[int]:

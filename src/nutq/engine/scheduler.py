@@ -1,0 +1,368 @@
+"""One engine thread that owns T3 and decodes every active session in one batched step.
+
+    submit ──► waiting line (bounded) ──► admitted when a KV slot is free: prefill, first token
+           ──► active: each iteration, ONE step for all active sessions, then each session samples
+               its next token with its own sampler, generator and guard
+           ──► tokens go to the vocoder thread (`vocoder_worker`), chunks to the session's queue
+
+Every iteration of the engine loop is a step boundary: sessions that were cancelled, whose
+consumer went away or whose vocoder failed leave there (their slot goes back to the pool), and
+newcomers join there (prefilled before the step, so their first token is drawn and on its way to
+the vocoder without waiting for the batch). A session's results do not depend on who else is in
+the batch: sampling, guard and vocoder state are its own. With `LoopStep` its forward is the solo
+`decode_step` on its own rows, so tokens and audio equal a solo `Session.run()` bit for bit; the
+default `BatchedStep` (one forward for all) differs from it by float rounding only (other matmul
+shapes), which leaves the drawn tokens the same unless a draw sits on a rounding-sized edge.
+
+Errors stay with their session: a failing prefill, sampler or vocoder fails that session's
+consumer only. A failing batched forward cannot be pinned on one session, so every session in
+that step fails; the engine itself keeps serving the others.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from queue import SimpleQueue
+
+import torch
+import torch.nn.functional as F
+
+from ..models.s3gen.model import S3Gen
+from ..models.t3 import T3
+from .alignment import OFFICIAL
+from .batched_step import BatchedStep
+from .decode import decode_step
+from .kv_pool import ROWS_PER_SESSION, KVPool, PoolExhausted
+from .session import Session, SessionChunk
+from .vocoder_worker import END, VocoderTask, VocoderWorker
+
+__all__ = ["Scheduler", "SchedulerBusy", "SchedulerClosed", "SchedulerStats", "LoopStep"]
+
+Probes = tuple[tuple[int, int], ...]
+
+
+class SchedulerBusy(PoolExhausted):
+    """Every KV slot is leased and the waiting line is full: retry later (HTTP 429)."""
+
+
+class SchedulerClosed(RuntimeError):
+    """The scheduler was closed before this session finished."""
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    """A snapshot for /metrics. Counters are totals since the scheduler started."""
+
+    queued: int  # sessions waiting for a KV slot
+    active: int  # sessions decoding
+    vocoder_backlog: int  # sessions with vocoder work waiting
+    steps: int  # batched decode steps run
+    step_rows: int  # sessions stepped, summed over steps
+    tokens: int  # tokens drawn (first tokens from the prefill and EOS included)
+    admitted: int
+    rejected: int  # SchedulerBusy raised
+    queue_wait_s_sum: float  # time admitted sessions waited for a slot
+    queue_wait_s_max: float
+
+    @property
+    def mean_batch(self) -> float:
+        return self.step_rows / self.steps if self.steps else 0.0
+
+    @property
+    def mean_queue_wait_s(self) -> float:
+        return self.queue_wait_s_sum / self.admitted if self.admitted else 0.0
+
+
+class LoopStep:
+    """The reference step: each session's solo `decode_step` on its own pool rows, in turn.
+
+    Same signature as `BatchedStep`; its outputs are bit-identical to solo runs, which makes it the
+    baseline the batched forward is tested against. Attention rows are zero-padded to the longest."""
+
+    def __init__(self, t3: T3, pool: KVPool, probes: Probes = ()):
+        self.t3, self.pool, self.probes = t3, pool, probes
+
+    def __call__(self, slots: Sequence[int], tokens: torch.Tensor, speech_pos: Sequence[int],
+                 pos: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        outs = [decode_step(self.t3, tokens[i:i + 1], sp, p,
+                            self.pool.cache.rows(s * ROWS_PER_SESSION, ROWS_PER_SESSION), self.probes)
+                for i, (s, sp, p) in enumerate(zip(slots, speech_pos, pos, strict=True))]
+        logits = torch.stack([o[0] for o in outs])  # (n, 2, V)
+        if not self.probes:
+            return logits, None
+        S = max(pos) + 1
+        attn = torch.stack([F.pad(a, (0, S - a.shape[-1])) for _, a in outs])  # (n, n_probes, 1, S)
+        return logits, attn
+
+
+class _Job:
+    """A submitted session and what the engine knows about it."""
+
+    def __init__(self, session: Session, t_submit: float):
+        self.session = session
+        self.t_submit = t_submit
+        self.out: SimpleQueue = SimpleQueue()  # SessionChunk, exception, or END
+        self.vocoding: VocoderTask | None = None  # made at admission
+        self.abandoned = False  # the consumer closed its iterator
+        self.released = threading.Event()  # the engine is done with it: slot back, or never leased
+
+    @property
+    def leaving(self) -> bool:
+        """Should leave at the next step boundary."""
+        v = self.vocoding
+        return self.abandoned or self.session.cancelled or (v is not None and v.failed)
+
+
+class _Chunks:
+    """A session's chunks, read from its queue; `close()` when leaving early (any thread)."""
+
+    def __init__(self, job: _Job, cv: threading.Condition):
+        self._job, self._cv, self._done = job, cv, False
+
+    def __iter__(self) -> "_Chunks":
+        return self
+
+    def __next__(self) -> SessionChunk:
+        if self._done:
+            raise StopIteration
+        item = self._job.out.get()
+        if item is END or isinstance(item, BaseException):
+            self._done = True
+            if item is END:
+                raise StopIteration
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._done = True
+        job = self._job
+        if job.vocoding is not None:
+            job.vocoding.stopped = True  # nobody will read what is left
+        if not job.released.is_set():  # wait until the engine has let go of the session's slot
+            with self._cv:
+                job.abandoned = True
+                self._cv.notify()
+            job.released.wait()
+
+
+class Scheduler:
+    """Run sessions together: `for chunk in scheduler.run(session)`.
+
+    `step(slots, tokens, speech_pos, pos) -> (logits (n, 2, V), probe attention (n, n_probes, 1, S)
+    or None)` runs one decode step for several sessions (default: a `BatchedStep`, its CUDA graphs
+    captured here, so build the scheduler at warm-up); it must have been built for `probes`, and
+    sessions with a guard must use exactly those heads. At most `max_queue` sessions wait beyond
+    the free slots (default: as many as the pool has slots); more are refused at once with
+    `SchedulerBusy`.
+    """
+
+    def __init__(self, t3: T3, s3gen: S3Gen, pool: KVPool, step: Callable | None = None, *,
+                 probes: Probes = OFFICIAL.heads, max_queue: int | None = None):
+        max_queue = pool.slots if max_queue is None else max_queue
+        if max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {max_queue}")
+        self.t3, self.s3gen, self.pool, self.probes, self.max_queue = t3, s3gen, pool, probes, max_queue
+        if step is None:
+            step = BatchedStep(t3, pool, probes)
+            step.capture()  # a no-op without CUDA graphs
+        self.step = step
+        self._device = t3.speech_head.weight.device
+        self._cv = threading.Condition()
+        self._waiting: deque[_Job] = deque()  # guarded by _cv
+        self._active: list[_Job] = []  # engine thread only
+        self._closed = False
+        self._counts = dict(steps=0, step_rows=0, tokens=0, admitted=0, rejected=0)
+        self._wait_sum = self._wait_max = 0.0
+        self._vocoder = VocoderWorker(s3gen.flow.encoder_proj.weight.device)
+        self._thread = threading.Thread(target=self._loop, name="nutq-scheduler", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ public
+
+    def run(self, session: Session) -> "_Chunks":
+        """Queue `session` now (SchedulerBusy / SchedulerClosed / ValueError are raised here) and
+        return an iterator over its chunks as they are ready. Its `close()` removes the session at
+        the next step boundary and returns once the slot is free."""
+        if session.pool is not self.pool:
+            raise ValueError("the session's KV slot must come from the scheduler's pool")
+        if session.probes and session.probes != self.probes:
+            raise ValueError(f"the session's guard reads heads {session.probes}, this scheduler's step "
+                             f"computes {self.probes}")
+        with self._cv:
+            if self._closed:
+                raise SchedulerClosed("the scheduler is closed")
+            free = self.pool.slots - self.pool.in_use
+            if len(self._waiting) - free >= self.max_queue:
+                self._counts["rejected"] += 1
+                raise SchedulerBusy(f"all {self.pool.slots} sessions are busy and {len(self._waiting) - free} "
+                                    f"wait already (limit {self.max_queue})")
+            job = _Job(session, time.perf_counter())
+            self._waiting.append(job)
+            self._cv.notify()
+        return _Chunks(job, self._cv)
+
+    def stats(self) -> SchedulerStats:
+        with self._cv:
+            return SchedulerStats(queued=len(self._waiting), active=len(self._active),
+                                  vocoder_backlog=self._vocoder.backlog, queue_wait_s_sum=self._wait_sum,
+                                  queue_wait_s_max=self._wait_max, **self._counts)
+
+    def close(self) -> None:
+        """Stop both threads; sessions not finished yet fail with SchedulerClosed. Idempotent."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join()
+        self._vocoder.close(SchedulerClosed("the scheduler was closed while this session was vocoded"))
+
+    def __enter__(self) -> "Scheduler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ engine thread
+
+    def _loop(self) -> None:
+        error: BaseException = SchedulerClosed("the scheduler was closed before this session finished")
+        try:
+            while True:
+                with self._cv:
+                    while not (self._closed or self._waiting or self._active):
+                        self._cv.wait()
+                    if self._closed:
+                        return
+                self._drop_leaving()
+                self._admit()
+                self._step()
+                if not self._active:
+                    with self._cv:
+                        if self._waiting and not self._closed:
+                            # Slots are held outside this scheduler (solo sessions on the same
+                            # pool), which tells nobody when it frees one: look again shortly.
+                            self._cv.wait(0.005)
+        except BaseException as e:  # a bug in the engine: fail every session rather than hang them
+            error = e
+            raise
+        finally:
+            with self._cv:
+                self._closed = True
+                jobs, self._waiting = list(self._waiting) + self._active, deque()
+            self._active = []
+            for job in jobs:
+                self._fail(job, error)
+
+    def _drop_leaving(self) -> None:
+        with self._cv:
+            gone = [j for j in self._waiting if j.leaving]
+            for j in gone:
+                self._waiting.remove(j)
+        for j in gone:
+            self._stop(j)
+        for j in [j for j in self._active if j.leaving]:
+            self._active.remove(j)
+            self._stop(j)
+
+    def _stop(self, job: _Job) -> None:
+        """Cancelled or abandoned: end quietly; failed: its error is already in its queue."""
+        if job.vocoding is not None:
+            job.vocoding.stopped = True
+        job.session.end()
+        if not (job.vocoding is not None and job.vocoding.failed):
+            job.out.put(END)
+        job.released.set()
+
+    def _fail(self, job: _Job, error: BaseException) -> None:
+        if job.vocoding is not None:
+            job.vocoding.stopped = True
+        job.session.end()
+        job.out.put(error)
+        job.released.set()
+
+    def _admit(self) -> None:
+        """Newcomers: lease, prefill and draw the first token, in arrival order, while slots last."""
+        drawn = []
+        while True:
+            with self._cv:
+                if not self._waiting or self._closed:
+                    break
+                try:
+                    slot = self.pool.lease()
+                except PoolExhausted:
+                    break
+                job = self._waiting.popleft()
+            s = job.session
+            now = time.perf_counter()
+            s.timings.queue_s = wait = now - job.t_submit
+            with self._cv:
+                self._counts["admitted"] += 1
+                self._wait_sum += wait
+                self._wait_max = max(self._wait_max, wait)
+            try:
+                logits = s.begin(slot)
+                ready = None
+                if self._device.type == "cuda":  # the vocoder's stream waits for its noise, drawn here
+                    ready = torch.cuda.Event()
+                    ready.record()
+                job.vocoding = VocoderTask(s, job.out, ready)
+                drawn.append((job, s.sample(logits)))
+            except Exception as e:  # noqa: BLE001 - bad prompt etc.: this session only
+                self._fail(job, e)
+                continue
+            self._active.append(job)
+        self._accept(drawn, time.perf_counter())
+
+    def _step(self) -> None:
+        batch = list(self._active)
+        if not batch:
+            return
+        t0 = time.perf_counter()
+        sessions = [j.session for j in batch]
+        at = [s.next_position for s in sessions]  # never None: sessions at their limit have left
+        try:
+            tokens = torch.cat([s.fed for s in sessions])
+            logits, attn = self.step([s.slot.index for s in sessions], tokens, [a[0] for a in at],
+                                     [a[1] for a in at])
+        except Exception as e:  # noqa: BLE001 - the forward is shared: every session in it fails
+            for job in batch:
+                self._active.remove(job)
+                self._fail(job, e)
+            return
+        with self._cv:
+            self._counts["steps"] += 1
+            self._counts["step_rows"] += len(batch)
+        drawn = []
+        for k, job in enumerate(batch):
+            try:
+                drawn.append((job, job.session.sample(logits[k], attn[k] if attn is not None else None)))
+            except Exception as e:  # noqa: BLE001
+                self._active.remove(job)
+                self._fail(job, e)
+        self._accept(drawn, t0)
+
+    def _accept(self, drawn: list, t0: float) -> None:
+        """Read the drawn ids (one host sync for all), hand them to the vocoder, retire finished
+        sessions. Each session is charged the wall time since `t0`: what the shared step cost it."""
+        if not drawn:
+            return
+        # After this read the device has computed everything these draws depended on, the guard
+        # positions included: the vocoder thread may read those from its own CUDA stream.
+        values = torch.cat([tok for _, tok in drawn]).tolist()
+        dt = time.perf_counter() - t0
+        with self._cv:
+            self._counts["tokens"] += len(values)
+        for (job, _), tok in zip(drawn, values):
+            s = job.session
+            s.timings.decode_s += dt
+            more = s.accept(tok)
+            if more:
+                self._vocoder.push(job.vocoding, tok, s.guard_position)
+            if not more or s.next_position is None:
+                self._active.remove(job)
+                s.end()
+                job.released.set()
+                self._vocoder.flush(job.vocoding)

@@ -1,0 +1,231 @@
+"""Voices: list, register from an uploaded reference clip, delete.
+
+    GET    /v1/voices         {"object": "list", "data": [voice, ...]}, the built-in "default" first
+    POST   /v1/voices         multipart/form-data: `file` (the clip), optional `id` and `exaggeration`
+    DELETE /v1/voices/{id}    {"id": ..., "object": "voice", "deleted": true}
+
+A voice is `{"id", "object": "voice", "source": "builtin"|"registered", "created" (unix s or null),
+"clip_sha256", "clip_seconds", "exaggeration"}`.
+
+Uploads are multipart (the shape of other speech APIs' voice uploads, and what `curl -F` sends).
+The clip must be WAV, FLAC, MP3 or Ogg, at most `ServeConfig.max_upload_bytes`, and between
+`min_voice_s` and `max_voice_s` long. It is decoded and checked, then the voice is prepared, before
+anything is stored: a bad clip gets a 400 saying why and leaves the store as it was. Without an `id`
+the id is derived from the clip's hash, so uploading the same clip again returns the same voice
+(200 instead of 201); an explicit `id` that is already taken is refused with 409 (delete it first).
+The built-in "default" cannot be deleted (409). Registered voices persist in the TTS voice store
+(`nutq serve --voice-store`) and are there again after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from ..engine.voice import VoiceError, load_audio
+from ..engine.voice_cache import DEFAULT_VOICE_ID, VoiceInfo, check_voice_id
+from .config import ServeConfig
+from .context import ServerContext
+from .errors import ApiError, api_error_from
+
+__all__ = ["voices_router", "check_clip", "ClipCheck"]
+
+# soundfile's names for the containers accepted (WAVEX: WAV with the extensible header).
+_FORMATS = {"WAV": "wav", "WAVEX": "wav", "FLAC": "flac", "MP3": "mp3", "OGG": "ogg"}
+# Room for the multipart boundaries and the small form fields around the clip itself.
+_MULTIPART_OVERHEAD = 16 * 1024
+_MAX_FIELD_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class ClipCheck:
+    format: str  # wav, flac, mp3 or ogg
+    seconds: float
+    sample_rate: int
+
+
+def check_clip(clip: bytes, config: ServeConfig) -> ClipCheck:
+    """Decode `clip` and check it against the upload limits; raises ApiError 400/413 saying why.
+    CPU-bound (decoding): call it from a worker thread."""
+    import soundfile as sf
+
+    if len(clip) > config.max_upload_bytes:
+        raise _too_large(len(clip), config)
+    if not clip:
+        raise ApiError(400, "the uploaded clip is empty", code="invalid_audio", param="file")
+    try:
+        info = sf.info(io.BytesIO(clip))
+    except Exception as e:  # noqa: BLE001 - libsndfile raises several types for unreadable input
+        raise ApiError(400, f"cannot read the clip as audio ({e}); send WAV, FLAC, MP3 or Ogg",
+                       code="invalid_audio", param="file") from None
+    fmt = _FORMATS.get(info.format)
+    if fmt is None:
+        raise ApiError(400, f"clip format {info.format} is not accepted; send WAV, FLAC, MP3 or Ogg",
+                       code="unsupported_audio_format", param="file")
+    # The header's length first: a long clip is refused before it is decoded into memory.
+    if info.samplerate > 0 and info.frames / info.samplerate > config.max_voice_s * 1.01:
+        raise _bad_duration(info.frames / info.samplerate, config)
+    try:
+        wav, sr = load_audio(clip)
+    except VoiceError as e:
+        raise ApiError(400, f"cannot decode the clip: {e}", code="invalid_audio", param="file") from None
+    seconds = len(wav) / sr
+    if not config.min_voice_s <= seconds <= config.max_voice_s:
+        raise _bad_duration(seconds, config)
+    return ClipCheck(fmt, seconds, sr)
+
+
+def _too_large(n: int, config: ServeConfig) -> ApiError:
+    return ApiError(413, f"upload of {n} bytes exceeds the limit of {config.max_upload_bytes} bytes",
+                    code="upload_too_large", param="file")
+
+
+def _bad_duration(seconds: float, config: ServeConfig) -> ApiError:
+    return ApiError(400, f"clip is {seconds:.2f} s long; voices need {config.min_voice_s:g} to "
+                         f"{config.max_voice_s:g} s of speech", code="invalid_audio_duration", param="file")
+
+
+def _voice_json(v: VoiceInfo) -> dict:
+    # `v.source` (a server-side path for voices registered from files) is never shown to clients.
+    builtin = v.id == DEFAULT_VOICE_ID
+    return {"id": v.id, "object": "voice", "source": "builtin" if builtin else "registered",
+            "created": None if v.created is None else int(v.created), "clip_sha256": v.clip_sha256,
+            "clip_seconds": None if v.clip_seconds is None else round(v.clip_seconds, 3),
+            "exaggeration": v.exaggeration}
+
+
+class _BodyTooLarge(MultiPartException):
+    """Raised inside the parser, which then closes the temporary files it made so far."""
+
+
+async def _bounded_body(request: Request, limit: int):
+    """The request body, stopped as soon as more than `limit` bytes arrived (a missing or false
+    Content-Length must not let a client fill memory or disk)."""
+    n = 0
+    async for piece in request.stream():
+        n += len(piece)
+        if n > limit:
+            raise _BodyTooLarge(f"request body exceeds {limit} bytes")
+        yield piece
+
+
+@dataclass(frozen=True)
+class _Upload:
+    clip: bytes
+    voice_id: str | None
+    exaggeration: float
+
+
+async def _read_upload(request: Request, config: ServeConfig) -> _Upload:
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise ApiError(400, "send the clip as multipart/form-data with a 'file' field", code="invalid_value",
+                       param="file")
+    limit = config.max_upload_bytes + _MULTIPART_OVERHEAD
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(int(declared), config)
+    parser = MultiPartParser(request.headers, _bounded_body(request, limit), max_files=1, max_fields=2,
+                             max_part_size=_MAX_FIELD_BYTES)
+    try:
+        form = await parser.parse()
+    except _BodyTooLarge as e:
+        raise ApiError(413, str(e), code="upload_too_large", param="file") from None
+    except MultiPartException as e:
+        raise ApiError(400, f"malformed upload: {e}", code="invalid_value", param="file") from None
+    try:
+        extra = sorted(set(form.keys()) - {"file", "id", "exaggeration"})
+        if extra:
+            raise ApiError(400, f"unknown form field(s) {', '.join(extra)}; expected file, id, exaggeration",
+                           code="invalid_value", param=extra[0])
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise ApiError(400, "missing the 'file' field holding the clip", code="invalid_value", param="file")
+        clip = await file.read()
+        if len(clip) > config.max_upload_bytes:
+            raise _too_large(len(clip), config)
+        voice_id = _text_field(form, "id")
+        if voice_id is not None:
+            try:
+                check_voice_id(voice_id)
+            except VoiceError as e:
+                raise ApiError(400, str(e), code="invalid_value", param="id") from None
+            if voice_id == DEFAULT_VOICE_ID:
+                raise ApiError(409, f"the id {DEFAULT_VOICE_ID!r} is the built-in voice", code="voice_exists",
+                               param="id")
+        raw_ex = _text_field(form, "exaggeration")
+        return _Upload(clip, voice_id, 0.5 if raw_ex is None else _exaggeration(raw_ex))
+    finally:
+        await form.close()
+
+
+def _text_field(form, name: str) -> str | None:
+    value = form.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"'{name}' must be a plain form field, not a file", code="invalid_value", param=name)
+    return value.strip() or None
+
+
+def _exaggeration(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 2.0:  # NaN fails too
+        raise ApiError(400, f"exaggeration must be a number from 0 to 2, got {raw!r}", code="invalid_value",
+                       param="exaggeration")
+    return value
+
+
+def voices_router(ctx: ServerContext) -> APIRouter:
+    router = APIRouter()
+
+    def voices():
+        return ctx.tts.voices  # made (and its store read) on first use: called from worker threads
+
+    # Registration is check-then-add over the store: one at a time, so two uploads cannot both
+    # claim a free id. Uploads are rare; listing and synthesis are not serialized by this.
+    changing = asyncio.Lock()
+
+    @router.get("/v1/voices")
+    async def list_voices() -> dict:
+        infos = await asyncio.to_thread(lambda: voices().list())
+        return {"object": "list", "data": [_voice_json(v) for v in infos]}
+
+    @router.post("/v1/voices")
+    async def add_voice(request: Request) -> JSONResponse:
+        up = await _read_upload(request, ctx.config)
+        await asyncio.to_thread(check_clip, up.clip, ctx.config)
+        async with changing:
+            known = {v.id: v for v in await asyncio.to_thread(lambda: voices().list())}
+            if up.voice_id is not None and up.voice_id in known:
+                raise ApiError(409, f"voice id {up.voice_id!r} already exists; delete it first or choose another",
+                               code="voice_exists", param="id")
+            try:
+                vid = await asyncio.to_thread(lambda: voices().add(up.clip, up.voice_id, up.exaggeration))
+            except VoiceError as e:  # decodable but unusable, e.g. silent
+                raise ApiError(400, f"cannot make a voice from this clip: {e}", code="invalid_audio",
+                               param="file") from None
+            info = next(v for v in await asyncio.to_thread(lambda: voices().list()) if v.id == vid)
+        return JSONResponse(_voice_json(info), status_code=200 if vid in known else 201)
+
+    @router.delete("/v1/voices/{voice_id}")
+    async def delete_voice(voice_id: str) -> dict:
+        if voice_id == DEFAULT_VOICE_ID:
+            raise ApiError(409, "the built-in default voice cannot be deleted", code="voice_builtin",
+                           param="voice_id")
+        async with changing:
+            try:
+                await asyncio.to_thread(lambda: voices().remove(voice_id))
+            except Exception as e:  # noqa: BLE001 - unknown id -> 404
+                raise api_error_from(e) from e
+        return {"id": voice_id, "object": "voice", "deleted": True}
+
+    return router
