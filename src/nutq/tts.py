@@ -65,6 +65,7 @@ class TTS:
         self._lazy_lock = threading.Lock()
         self._voice_store = voice_store
         self._voices = None
+        self._text_frontend = None
         self._model_id: str | None = None
         self._use_scheduler = scheduler
         self._scheduler: Scheduler | None = None
@@ -108,19 +109,29 @@ class TTS:
                                           default=self.default_voice, model=self.model_id)
             return self._voices
 
-    @staticmethod
-    def _spoken(text: str, language: str, normalize: bool) -> str:
-        """The text as T3 will read it (whitespace collapsed, Arabic normalized); "" if nothing."""
+    def _spoken(self, text: str, language: str, normalize: bool, diacritize: bool = False) -> str:
+        """The text as T3 will read it (whitespace collapsed, Arabic normalized and, when asked,
+        diacritized); "" if nothing."""
         text = " ".join(text.split())
-        if normalize and language == "ar":
-            from .text.frontend import normalize_text
-
-            text = normalize_text(text, "ar").text
+        if diacritize and language != "ar":
+            raise ValueError(f"diacritization is for Arabic text, not language {language!r}")
+        if (normalize or diacritize) and language == "ar":
+            text = self._frontend()(text, "ar", diacritize=diacritize).text
         return text if text.strip() else ""
 
-    def text_ids(self, text: str, language: str = "ar", normalize: bool = True) -> torch.Tensor:
+    def _frontend(self):
+        """One Arabic frontend per TTS: it keeps the diacritization model once loaded."""
+        with self._lazy_lock:
+            if self._text_frontend is None:
+                from .text.frontend import TextFrontend
+
+                self._text_frontend = TextFrontend()
+            return self._text_frontend
+
+    def text_ids(self, text: str, language: str = "ar", normalize: bool = True,
+                 diacritize: bool = False) -> torch.Tensor:
         """[SOT] + tokenizer ids + [EOT] for one utterance."""
-        text = self._spoken(text, language, normalize)
+        text = self._spoken(text, language, normalize, diacritize)
         if not text:
             raise ValueError("nothing to say: the text is empty after normalization")
         return self._ids(text, language)
@@ -136,7 +147,7 @@ class TTS:
                    seed: int | None = None, exaggeration: float = 0.5, cfg_weight: float = 0.5,
                    temperature: float = 0.8, repetition_penalty: float = 2.0, min_p: float = 0.05,
                    top_p: float = 1.0, max_new_tokens: int = 1000, normalize: bool = True,
-                   watermark: bool | None = None) -> np.ndarray:
+                   watermark: bool | None = None, diacritize: bool = False) -> np.ndarray:
         """Text -> (N,) float32 audio at 24 kHz, with the official defaults.
 
         `watermark`: None applies the Perth watermark (as the official pipeline does) when
@@ -148,7 +159,7 @@ class TTS:
                                 min_p=min_p, top_p=top_p, max_new_tokens=max_new_tokens)
         gen = torch.Generator(device="cpu")
         gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**31))
-        ids = self.text_ids(text, language, normalize)
+        ids = self.text_ids(text, language, normalize, diacritize)
         with torch.inference_mode():
             cond = self.t3.conditioning(voice.speaker_emb, voice.prompt_tokens, voice.exaggeration)
             res = generate_speech_tokens(self.t3, cond, ids, params, generator=gen if self.device.type == "cpu" else None)
@@ -188,9 +199,10 @@ class TTS:
             voice = self.prepare_voice(voice, exaggeration=0.5 if exaggeration is None else exaggeration)
         return voice if exaggeration is None else voice.with_exaggeration(exaggeration)
 
-    def phrases(self, text: str, language: str = "ar", normalize: bool = True, segment: bool = True) -> list[Phrase]:
+    def phrases(self, text: str, language: str = "ar", normalize: bool = True, segment: bool = True,
+                diacritize: bool = False) -> list[Phrase]:
         """Cut a request into phrases (or keep it whole) and tokenize each: errors surface here,
-        before any audio."""
+        before any audio. `diacritize` adds harakat to Arabic (needs the `tashkeel` extra)."""
         from .text.segment import PhraseSegmenter
 
         if segment:
@@ -200,7 +212,7 @@ class TTS:
             pieces = [text]
         out, start = [], 0
         for piece in pieces:  # exact consecutive slices of `text` (PhraseSegmenter's contract)
-            spoken = self._spoken(piece, language, normalize)
+            spoken = self._spoken(piece, language, normalize, diacritize)
             if spoken:  # a phrase of punctuation or spaces only says nothing
                 out.append(Phrase(piece, start, self._ids(spoken, language)))
             start += len(piece)
@@ -211,7 +223,7 @@ class TTS:
     def stream(self, text: str, voice: Voice | str | Path | bytes | None = None, language: str = "ar", *,
                params: SamplingParams | None = None, seed: int | None = None, exaggeration: float | None = None,
                guard: GuardConfig | str | None = "official", schedule: ChunkSchedule | None = None,
-               normalize: bool = True, segment: bool = True) -> SpeechStream:
+               normalize: bool = True, segment: bool = True, diacritize: bool = False) -> SpeechStream:
         """Speak `text` as a stream of `AudioChunk`s (24 kHz float32) while T3 is still generating.
 
         `voice`: a `Voice` (e.g. from `tts.voices.get(id)`), a reference clip, a nutq voice file, or
@@ -219,12 +231,13 @@ class TTS:
         defaults to the official sampling settings; `guard` is a profile name, a `GuardConfig` or
         None (no alignment guard); `schedule` sets the chunk sizes. `segment=False` speaks the text
         as one utterance (as the official `generate` does) instead of phrase by phrase.
+        `diacritize` adds harakat to undiacritized Arabic first (the `tashkeel` extra).
         """
         t_request = time.perf_counter()
         params = params or SamplingParams()
         guard_cfg = resolve_guard(guard)
         schedule = schedule or ChunkSchedule()
-        phrases = self.phrases(text, language, normalize, segment)
+        phrases = self.phrases(text, language, normalize, segment, diacritize)
         v = self._voice(voice, exaggeration)
         seed = seed if seed is not None else int(torch.seed() % 2**31)
         gen, noise = torch.Generator(device=self.device), torch.Generator(device=self.device)

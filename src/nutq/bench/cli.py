@@ -179,9 +179,10 @@ def run_concurrency(args, model_dir) -> int:
                 modes = (False, True) if args.sequential else (False,)
                 for sequential in modes:
                     r = run_round(tts, n, arrival=arrival, stagger_s=args.stagger, params=params, seed=args.seed,
-                                  sequential=sequential)
+                                  sequential=sequential,
+                                  label="thread-per-stream" if args.no_scheduler else "scheduler")
                     rounds.append(r)
-                    print(f"N={n:3d} {arrival:9} {r['mode']:10} TTFA p50 {r.get('ttfa_p50_ms', 0):8.0f} ms "
+                    print(f"N={n:3d} {arrival:9} {r['mode']:17} TTFA p50 {r.get('ttfa_p50_ms', 0):8.0f} ms "
                           f"p95 {r.get('ttfa_p95_ms', 0):8.0f} ms  RTF {r.get('rtf_median', 0):5.2f}  "
                           f"underrun streams {r.get('streams_with_underruns', 0)}  "
                           f"tok/s {r.get('tokens_per_s_per_stream', 0):6.1f}/stream "

@@ -57,8 +57,9 @@ def _one(tts, text: str, arrive: float, params, voice, seed: int, out: dict, err
 
 
 def run_round(tts, n: int, *, arrival: str = "together", stagger_s: float = 0.25, params=None, voice=None,
-              seed: int = 0, sequential: bool = False) -> dict:
-    """Serve `n` requests and return {"streams": [...], **aggregate}."""
+              seed: int = 0, sequential: bool = False, label: str = "concurrent") -> dict:
+    """Serve `n` requests and return {"streams": [...], **aggregate}; `label` names the concurrent
+    mode in the results (e.g. "scheduler" or "thread-per-stream")."""
     if arrival not in ("together", "staggered"):
         raise ValueError(f"arrival must be 'together' or 'staggered', got {arrival!r}")
     cuda = tts.device.type == "cuda"
@@ -85,7 +86,7 @@ def run_round(tts, n: int, *, arrival: str = "together", stagger_s: float = 0.25
             t.join()
     wall = time.perf_counter() - t0
     streams = [r for r in results if r]
-    return {"n": n, "arrival": arrival, "mode": "sequential" if sequential else "concurrent", "streams": streams,
+    return {"n": n, "arrival": arrival, "mode": "sequential" if sequential else label, "streams": streams,
             "errors": errors, "wall_s": wall, **aggregate(streams, wall),
             "peak_rss_mb": _peak_rss_mb(),
             "peak_cuda_mb": torch.cuda.max_memory_allocated(tts.device) / 2**20 if cuda else None}

@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
     p.add_argument("--drain-timeout", type=float, default=_DEFAULTS.drain_timeout_s, metavar="SECONDS",
                    help="on SIGTERM, how long running streams may finish before they are cancelled")
     p.add_argument("--ws-max-size", type=int, default=_DEFAULTS.max_frame_bytes, metavar="BYTES",
-                   help="largest WebSocket message accepted")
+                   help="largest WebSocket message accepted (larger: an error message, then close 1009)")
     p.add_argument("--private-metrics", action="store_true",
                    help="require an API key for /metrics too (default: /metrics is open)")
     p.add_argument("--log-format", choices=["text", "json"], default="text",
@@ -71,9 +71,11 @@ def _serve(args) -> int:
     tts = TTS(resolve(args.model_dir, revision=args.revision), device=args.device, dtype=args.dtype,
               max_sessions=args.max_sessions, voice_store=args.voice_store, scheduler=not args.no_scheduler)
     app = create_app(tts, config)
+    # ws_max_size twice the app's limit: a message a little over the limit gets the protocol's
+    # in-band `message_too_large` error before the close; uvicorn still bounds what it buffers.
     # log_config=None: uvicorn's records go through the handler configured above; access_log off:
     # the app logs its own access lines, with request ids and client ids.
-    server = DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, ws_max_size=config.max_frame_bytes,
+    server = DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, ws_max_size=2 * config.max_frame_bytes,
                                            log_config=None, log_level=args.log_level, access_log=False,
                                            timeout_graceful_shutdown=SHUTDOWN_GRACE_S), app.state.ctx)
     try:

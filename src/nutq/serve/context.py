@@ -42,6 +42,7 @@ class StreamOptions:
     exaggeration: float | None = None
     normalize: bool = True
     segment: bool = True
+    diacritize: bool = False
 
 
 @dataclass
@@ -95,7 +96,7 @@ class ServerContext:
             inner = await asyncio.to_thread(
                 self.tts.astream, opts.text, voice, opts.language or self.config.default_language,
                 params=opts.params, seed=opts.seed, exaggeration=opts.exaggeration, normalize=opts.normalize,
-                segment=opts.segment)
+                segment=opts.segment, diacritize=opts.diacritize)
         except BaseException as e:
             lease.release()
             raise self._client_error(e) from e

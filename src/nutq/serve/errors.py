@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..engine.kv_pool import PoolExhausted
 from ..engine.voice import VoiceError
 from ..engine.voice_cache import UnknownVoiceError
+from ..text.diacritize import DiacritizerUnavailable
 from .formats import UnsupportedFormat
 
 __all__ = ["ApiError", "api_error_from", "install_error_handlers", "ws_close_code"]
@@ -72,6 +73,9 @@ def api_error_from(e: Exception, retry_after_s: int = 1) -> ApiError:
     if isinstance(e, PoolExhausted):
         return ApiError(429, f"server busy: {e}; retry shortly", code="server_busy",
                         headers={"Retry-After": str(retry_after_s)})
+    if isinstance(e, DiacritizerUnavailable):
+        return ApiError(400, f"diacritization is not available on this server: {e}", code="unsupported_option",
+                        param="diacritize")
     if isinstance(e, UnsupportedFormat):
         return ApiError(400, str(e), code="unsupported_format", param="response_format")
     if isinstance(e, (VoiceError, ValueError)):  # bad text, language or voice options

@@ -49,6 +49,7 @@ class SpeechRequest(BaseModel):
     temperature: float = Field(0.8, gt=0.0, le=5.0)
     seed: int | None = Field(None, ge=0, lt=2**62)
     normalize: bool = Field(True, description="run the Arabic text frontend")
+    diacritize: bool = Field(False, description="add harakat to Arabic first (server needs the tashkeel extra)")
     max_tokens: int | None = Field(None, ge=1, description="speech-token cap per phrase (25 per second)")
 
     @field_validator("speed")
@@ -72,7 +73,8 @@ class SpeechRequest(BaseModel):
 def _options(req: SpeechRequest, max_new_tokens: int) -> StreamOptions:
     params = SamplingParams(cfg_weight=req.cfg_weight, temperature=req.temperature,
                             max_new_tokens=req.max_tokens or max_new_tokens)
-    return StreamOptions(req.input, req.voice, req.language, params, req.seed, req.exaggeration, req.normalize)
+    return StreamOptions(req.input, req.voice, req.language, params, req.seed, req.exaggeration, req.normalize,
+                         diacritize=req.diacritize)
 
 
 async def _audio(stream: LiveStream, enc: Encoder) -> AsyncIterator[bytes]:

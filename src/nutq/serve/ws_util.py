@@ -52,22 +52,15 @@ class WsReceiver:
 
     async def next(self) -> str | bytes | None:
         while True:
-            try:
-                msg = await asyncio.wait_for(self.ws.receive(), timeout=self.idle_timeout)
-            except asyncio.TimeoutError:
-                if self.busy():
-                    continue
-                await close_ws(self.ws, 1000, f"idle for {self.idle_timeout:g} s")
-                return None
-            except (WebSocketDisconnect, RuntimeError):
-                return None
-            if msg["type"] == "websocket.disconnect":
+            msg = await self._receive()
+            if msg is None or msg["type"] == "websocket.disconnect":
                 return None
             data = msg.get("text")
             if data is None:
                 data = msg.get("bytes") or b""
-            if len(data) > self.max_bytes:
-                await self._violation(ApiError(400, f"message of {len(data)} bytes exceeds the limit of "
+            size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))  # the limit is in bytes
+            if size > self.max_bytes:
+                await self._violation(ApiError(400, f"message of {size} bytes exceeds the limit of "
                                                     f"{self.max_bytes}", code="message_too_large"), 1009)
                 return None
             if not self.bucket.take():
@@ -75,6 +68,33 @@ class WsReceiver:
                                                     "per second", code="rate_limited"), 1008)
                 return None
             return data
+
+    async def _receive(self) -> dict | None:
+        """The next ASGI message; None when the client is gone, or once nothing was received and
+        nothing spoken for the idle timeout (the socket is closed then).
+
+        The idle clock starts at the later of this call and the end of speech, so a client is never
+        cut off just after its audio. While `busy()`, it is polled every quarter timeout: an idle
+        close comes one to one and a quarter timeouts after speech ends."""
+        loop = asyncio.get_running_loop()
+        idle_since = None if self.busy() else loop.time()
+        while True:
+            if idle_since is None:
+                wait = self.idle_timeout / 4
+            else:
+                wait = idle_since + self.idle_timeout - loop.time()
+                if wait <= 0:
+                    await close_ws(self.ws, 1000, f"idle for {self.idle_timeout:g} s")
+                    return None
+            try:
+                return await asyncio.wait_for(self.ws.receive(), timeout=wait)
+            except asyncio.TimeoutError:
+                if self.busy():
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = loop.time()
+            except (WebSocketDisconnect, RuntimeError):
+                return None
 
     async def _violation(self, err: ApiError, code: int) -> None:
         self.ctx.metrics.error(err)
