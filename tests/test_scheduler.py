@@ -191,6 +191,30 @@ def test_admission_waits_for_a_slot_and_refuses_beyond_the_queue(tts, voice, sol
     assert pool.in_use == 0
 
 
+def test_a_streams_next_phrase_goes_before_new_requests_and_is_never_refused(tts, voice):
+    sched, rec, pool = scheduler(tts, 1, LONG_CACHE, max_queue=1)
+    with sched:
+        a = make_session(tts, voice, pool, 0, LONG)
+        ia = sched.run(a)
+        next(ia)  # a holds the only slot
+        newcomer = make_session(tts, voice, pool, 1)
+        i_new = sched.run(newcomer)  # the queue's one place
+        with pytest.raises(SchedulerBusy):
+            sched.run(make_session(tts, voice, pool, 2))
+        nxt = make_session(tts, voice, pool, 2)
+        i_next = sched.run(nxt, continuation=True)  # over the limit, yet accepted, and first in line
+        assert sched.stats().queued == 2
+        ia.close()
+        assert list(i_next) and list(i_new)
+
+        def first_token_at(s: Session) -> float:
+            return s.timings.t_request + s.timings.first_token_s
+
+        # one slot: whichever was admitted first ran to its end before the other began
+        assert first_token_at(nxt) < first_token_at(newcomer), "a new request went before the continuation"
+    assert pool.in_use == 0
+
+
 def test_every_active_session_gets_one_token_per_step(tts, voice):
     params = [SamplingParams(max_new_tokens=n, ignore_eos=True) for n in (8, 14, 20)]
     sched, rec, pool = scheduler(tts, 4)

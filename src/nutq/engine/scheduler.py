@@ -102,9 +102,10 @@ class LoopStep:
 class _Job:
     """A submitted session and what the engine knows about it."""
 
-    def __init__(self, session: Session, t_submit: float):
+    def __init__(self, session: Session, t_submit: float, continuation: bool = False):
         self.session = session
         self.t_submit = t_submit
+        self.continuation = continuation
         self.out: SimpleQueue = SimpleQueue()  # SessionChunk, exception, or END
         self.vocoding: VocoderTask | None = None  # made at admission
         self.abandoned = False  # the consumer closed its iterator
@@ -183,10 +184,14 @@ class Scheduler:
 
     # ------------------------------------------------------------------ public
 
-    def run(self, session: Session) -> "_Chunks":
+    def run(self, session: Session, continuation: bool = False) -> "_Chunks":
         """Queue `session` now (SchedulerBusy / SchedulerClosed / ValueError are raised here) and
         return an iterator over its chunks as they are ready. Its `close()` removes the session at
-        the next step boundary and returns once the slot is free."""
+        the next step boundary and returns once the slot is free.
+
+        `continuation`: the next phrase of a stream already playing. It waits ahead of new requests
+        (behind earlier continuations) and is never refused for a full queue: its stream was
+        admitted already, and refusing it would cut the audio mid-utterance."""
         if session.pool is not self.pool:
             raise ValueError("the session's KV slot must come from the scheduler's pool")
         if session.probes and session.probes != self.probes:
@@ -196,12 +201,16 @@ class Scheduler:
             if self._closed:
                 raise SchedulerClosed("the scheduler is closed")
             free = self.pool.slots - self.pool.in_use
-            if len(self._waiting) - free >= self.max_queue:
+            if not continuation and len(self._waiting) - free >= self.max_queue:
                 self._counts["rejected"] += 1
                 raise SchedulerBusy(f"all {self.pool.slots} sessions are busy and {len(self._waiting) - free} "
                                     f"wait already (limit {self.max_queue})")
-            job = _Job(session, time.perf_counter())
-            self._waiting.append(job)
+            job = _Job(session, time.perf_counter(), continuation)
+            if continuation:
+                at = next((i for i, j in enumerate(self._waiting) if not j.continuation), len(self._waiting))
+                self._waiting.insert(at, job)
+            else:
+                self._waiting.append(job)
             self._cv.notify()
         return _Chunks(job, self._cv)
 

@@ -45,18 +45,24 @@ class AudioChunk:
         return len(self.audio) / self.sample_rate
 
 
+def _run_alone(session: Session, continuation: bool) -> Iterator[SessionChunk]:
+    return session.run()
+
+
 class SpeechStream:
     """Iterate for `AudioChunk`s. `cancel()` may be called from any thread; iteration then ends
     within one decode step. `timings` has one `SessionTimings` per phrase started so far.
-    `runner(session)` speaks one session (default `Session.run`, alone in the caller's thread; a
-    `Scheduler.run` decodes it together with other streams' sessions)."""
+    `runner(session, continuation)` speaks one session (default `Session.run`, alone in the caller's
+    thread; a `Scheduler.run` decodes it together with other streams' sessions). `continuation` is
+    True for every phrase after the first: its listener is already hearing this stream, so a
+    scheduler lets it go before newly arrived requests."""
 
     def __init__(self, phrases: list[Phrase], make_session: Callable[[Phrase], Session], sample_rate: int,
                  t_request: float | None = None,
-                 runner: Callable[[Session], Iterator[SessionChunk]] | None = None):
+                 runner: Callable[[Session, bool], Iterator[SessionChunk]] | None = None):
         self.phrases = phrases
         self._make_session = make_session
-        self._runner = runner if runner is not None else Session.run
+        self._runner = runner if runner is not None else _run_alone
         self.sample_rate = sample_rate
         self.t_request = time.perf_counter() if t_request is None else t_request
         self.timings: list[SessionTimings] = []
@@ -97,7 +103,7 @@ class SpeechStream:
             if self._cancel.is_set():  # cancel() raced with the append
                 return
             last_phrase = p_idx == len(self.phrases) - 1
-            gen = self._runner(session)
+            gen = self._runner(session, p_idx > 0)
             try:
                 for c in gen:
                     if self._cancel.is_set():
