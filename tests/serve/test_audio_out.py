@@ -247,6 +247,15 @@ def test_finish_without_audio_gives_a_valid_empty_stream():
     assert (len(got), rate) == (0, SR)
 
 
+@pytest.mark.parametrize("name", ["mp3", "opus", "flac", "aac", "mulaw", "pcm_f32le"])
+def test_every_format_finishes_a_stream_that_had_no_audio(name):
+    """A request whose tokens were all non-speech ids yields only empty chunks: the encoder must
+    still end cleanly (LAME, for one, refuses to flush an encoder that never saw a sample)."""
+    enc = make_encoder(parse_format(name))
+    assert enc.encode(np.zeros(0, np.float32)) is not None
+    assert isinstance(enc.finish(), bytes) and enc.finished
+
+
 # ---------------------------------------------------------------- encoder lifecycle and input checks
 
 

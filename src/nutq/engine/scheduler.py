@@ -67,10 +67,17 @@ class SchedulerStats:
     rejected: int  # SchedulerBusy raised
     queue_wait_s_sum: float  # time admitted sessions waited for a slot
     queue_wait_s_max: float
+    vocoder_batches: int  # flow calls that rendered chunks of several sessions at once
+    vocoder_rows: int  # chunks those calls rendered
+    vocoder_retries: int  # batched flow calls that raised; their rows were rendered alone
 
     @property
     def mean_batch(self) -> float:
         return self.step_rows / self.steps if self.steps else 0.0
+
+    @property
+    def mean_vocoder_batch(self) -> float:
+        return self.vocoder_rows / self.vocoder_batches if self.vocoder_batches else 0.0
 
     @property
     def mean_queue_wait_s(self) -> float:
@@ -158,11 +165,14 @@ class Scheduler:
     captured here, so build the scheduler at warm-up); it must have been built for `probes`, and
     sessions with a guard must use exactly those heads. At most `max_queue` sessions wait beyond
     the free slots (default: as many as the pool has slots); more are refused at once with
-    `SchedulerBusy`.
+    `SchedulerBusy`. Up to `vocoder_batch` sessions' chunk renders run as one flow call (see
+    `vocoder_worker`); default 8 on CUDA, 1 (each alone) on CPU, where the flow is compute-bound:
+    a batched call costs as much as its rows alone, and more when their lengths differ (padding;
+    benchmarks/vocoder_batch.py), while the first chunk in it waits for all rows.
     """
 
     def __init__(self, t3: T3, s3gen: S3Gen, pool: KVPool, step: Callable | None = None, *,
-                 probes: Probes = OFFICIAL.heads, max_queue: int | None = None):
+                 probes: Probes = OFFICIAL.heads, max_queue: int | None = None, vocoder_batch: int | None = None):
         max_queue = pool.slots if max_queue is None else max_queue
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue}")
@@ -178,7 +188,10 @@ class Scheduler:
         self._closed = False
         self._counts = dict(steps=0, step_rows=0, tokens=0, admitted=0, rejected=0)
         self._wait_sum = self._wait_max = 0.0
-        self._vocoder = VocoderWorker(s3gen.flow.encoder_proj.weight.device)
+        vocoder_device = s3gen.flow.encoder_proj.weight.device
+        if vocoder_batch is None:
+            vocoder_batch = 8 if vocoder_device.type == "cuda" else 1
+        self._vocoder = VocoderWorker(vocoder_device, vocoder_batch)
         self._thread = threading.Thread(target=self._loop, name="nutq-scheduler", daemon=True)
         self._thread.start()
 
@@ -216,9 +229,11 @@ class Scheduler:
 
     def stats(self) -> SchedulerStats:
         with self._cv:
+            v = self._vocoder
             return SchedulerStats(queued=len(self._waiting), active=len(self._active),
-                                  vocoder_backlog=self._vocoder.backlog, queue_wait_s_sum=self._wait_sum,
-                                  queue_wait_s_max=self._wait_max, **self._counts)
+                                  vocoder_backlog=v.backlog, queue_wait_s_sum=self._wait_sum,
+                                  queue_wait_s_max=self._wait_max, vocoder_batches=v.batches,
+                                  vocoder_rows=v.batch_rows, vocoder_retries=v.batch_retries, **self._counts)
 
     def close(self) -> None:
         """Stop both threads; sessions not finished yet fail with SchedulerClosed. Idempotent."""

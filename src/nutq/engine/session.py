@@ -9,6 +9,7 @@ second copy of it:
     accept(int(tok)) -> bool        bookkeeping once the host knows the id; False on EOS
     next_position -> (speech_pos, pos) | None   where the decode step feeds `tok`; None at the limit
     vocode(tok) / flush()           streaming token2wav: a chunk when one is due / the rest at the end
+    renders / plan_chunk / finish_chunk   the same in two phases, for a caller that batches the flow
     end()                           release the slot (idempotent)
 
 `Session.run()` is a generator: prefill, then one T3 step per token; every few tokens the
@@ -35,7 +36,7 @@ from .decode import Sampler, decode_step, prefill
 from .chunking import ChunkSchedule
 from .kv_pool import KVPool, KVSlot
 from .sampling import SamplingParams
-from .token2wav import StreamingToWav
+from .token2wav import FlowRequest, StreamingToWav
 from .voice import Voice
 
 __all__ = ["Session", "SessionChunk", "SessionTimings", "resolve_guard"]
@@ -236,6 +237,27 @@ class Session:
         """The last chunk: everything not yet released, with the look-ahead resolved."""
         t_voc = time.perf_counter()
         return self._chunk(self._vocoder.flush(), t_voc, True, position)
+
+    def renders(self, tok: int | None) -> bool:
+        """Would `vocode(tok)` (`flush()` for None) run the flow? Reads state only."""
+        v = self._vocoder
+        if tok is None:
+            return v.tokens_received > 0
+        return tok < self.t3.cfg.num_valid_speech and v.tokens_received + 1 >= v.next_due
+
+    def plan_chunk(self, tok: int | None) -> FlowRequest:
+        """`vocode(tok)` (`flush()` for None) up to the flow, where `renders(tok)`: store the id and
+        return the flow's inputs. A caller runs the flows of several sessions in one call
+        (`token2wav.flow_mels`), then hands each its mel with `finish_chunk`."""
+        if tok is not None:
+            self._vocoder.add([tok])
+        return self._vocoder.plan(finalize=tok is None)
+
+    def finish_chunk(self, request: FlowRequest, mel: torch.Tensor, flow_ms: float, t_voc: float,
+                     position: torch.Tensor | None = None) -> SessionChunk:
+        """The chunk of `plan_chunk`'s render from its mel; `t_voc`: perf_counter when the render began."""
+        audio = self._vocoder.finish(request, mel, flow_ms)
+        return self._chunk(audio, t_voc, request.finalize, position)
 
     def end(self) -> None:
         """Give the KV slot back and keep the guard's counts. Safe to call more than once; the

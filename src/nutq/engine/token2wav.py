@@ -19,6 +19,11 @@ Scheme (one `StreamingToWav` per utterance):
 - The official trim fade (20 ms silence, 20 ms rise) applies at absolute sample 0 only, i.e. to
   the first chunk. EOS: `flush()` renders with `finalize=True` and releases everything, so the
   stream holds exactly 960 samples per token.
+- Batching. A render is `plan()` (the flow's inputs, a `FlowRequest`), the flow, then `finish()`
+  (mel -> audio). `push`/`flush` run the flow alone (`flow_mel`); a caller holding renders of
+  several sessions runs their flows as one call (`flow_mels`: rows with their own voice, length
+  and finalize flag, padding isolated) and finishes each session on its own. A row of that call
+  equals the solo flow up to float rounding (tests/test_vocoder_batch.py).
 
 Measured against an offline render of the same tokens with the same noise (tests/test_token2wav.py,
 tiny random S3Gen, 1 s prompt, default schedule and seams):
@@ -48,8 +53,8 @@ from ..models.s3gen.model import RefDict, S3Gen
 from ..models.s3gen.source import draw_source_randomness
 from .chunking import ChunkSchedule, SeamConfig
 
-__all__ = ["ChunkSchedule", "SeamConfig", "ChunkTiming", "SessionSource", "StreamingToWav", "Token2WavError",
-           "SAMPLES_PER_FRAME", "SAMPLES_PER_TOKEN"]
+__all__ = ["ChunkSchedule", "SeamConfig", "ChunkTiming", "FlowRequest", "SessionSource", "StreamingToWav",
+           "Token2WavError", "flow_mel", "flow_mels", "stream_clock", "SAMPLES_PER_FRAME", "SAMPLES_PER_TOKEN"]
 
 SAMPLES_PER_FRAME = 480  # 24 kHz / 50 mel frames per second
 FRAMES_PER_TOKEN = 2  # 25 tokens/s -> 50 mel frames/s
@@ -73,6 +78,78 @@ class ChunkTiming:
     samples: int  # samples released by this render
     flow_ms: float
     hift_ms: float
+
+
+@dataclass(frozen=True)
+class FlowRequest:
+    """The flow inputs of one render: voice prompt ++ `tokens`, this session's noise."""
+
+    tokens: torch.Tensor  # (1, Tn) every token received so far, on the device
+    ref: RefDict
+    finalize: bool
+    noise: torch.Tensor  # (1, 80, 2·(Tp + max_tokens))
+    n_timesteps: int
+
+
+def flow_mel(s3gen: S3Gen, request: FlowRequest) -> torch.Tensor:
+    """One render's flow alone: (1, 80, 2·Tn), 6 frames fewer when not finalized."""
+    return s3gen.flow_mel(request.tokens, request.ref, finalize=request.finalize, noise=request.noise,
+                          n_timesteps=request.n_timesteps)
+
+
+def _device_ints(values: list[int], device: torch.device) -> torch.Tensor:
+    t = torch.tensor(values, dtype=torch.long)
+    # A pinned source makes the copy asynchronous: no host sync with the kernels queued before it.
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t
+
+
+@torch.inference_mode()
+def flow_mels(s3gen: S3Gen, requests: Sequence[FlowRequest]) -> list[torch.Tensor]:
+    """Several renders' flows as ONE `Flow.inference_packed` call; the i-th mel equals
+    `flow_mel(s3gen, requests[i])` up to float rounding.
+
+    Rows may mix voices (prompt lengths), token counts and finalize flags: each row is its own
+    prompt ++ tokens, right-padded, and solves its own number of frames (6 fewer when not
+    finalized), so the look-ahead cut is per row instead of "from the padded end". Noise rows are
+    each session's own tensor, zero past its length (those frames are masked). All requests must
+    use the same number of solver steps (one solver runs them all).
+    """
+    if not requests:
+        return []
+    steps = {r.n_timesteps for r in requests}
+    if len(steps) > 1:
+        raise ValueError(f"one batched flow call runs one solver; requests ask for {sorted(steps)} steps")
+    flow = s3gen.flow
+    cfg = flow.cfg
+    dev, dtype = flow.encoder_proj.weight.device, flow.encoder_proj.weight.dtype
+    n_prompt = [r.ref.prompt_feat.size(1) for r in requests]  # prompt mel frames, cut off at the end
+    lens = [r.ref.prompt_token.size(1) + r.tokens.size(1) for r in requests]
+    mel_lens = [cfg.token_mel_ratio * n - (0 if r.finalize else cfg.lookahead_frames) for r, n in zip(requests, lens)]
+    b, t_mel = len(requests), max(mel_lens)
+    tokens = torch.zeros(b, max(lens), dtype=torch.long, device=dev)  # (B, T)
+    cond = torch.zeros(b, cfg.n_mels, t_mel, dtype=dtype, device=dev)  # (B, 80, T_mel)
+    noise = torch.zeros(b, cfg.n_mels, t_mel, dtype=dtype, device=dev)
+    for i, (r, n, m) in enumerate(zip(requests, lens, mel_lens)):
+        tp = r.ref.prompt_token.size(1)
+        if r.noise.size(-1) < m:
+            raise ValueError(f"row {i}: noise has {r.noise.size(-1)} frames, this render needs {m}")
+        tokens[i, :tp] = r.ref.prompt_token[0]
+        tokens[i, tp:n] = r.tokens[0]
+        cond[i, :, :n_prompt[i]] = r.ref.prompt_feat[0].transpose(0, 1)
+        noise[i, :, :m] = r.noise[0, :, :m]
+    embedding = torch.cat([r.ref.embedding.reshape(1, -1) for r in requests])  # (B, 192)
+    feat = flow.inference_packed(tokens, _device_ints(lens, dev), _device_ints(mel_lens, dev), cond, embedding,
+                                 noise, n_timesteps=steps.pop())  # (B, 80, T_mel)
+    return [feat[i:i + 1, :, p:m] for i, (p, m) in enumerate(zip(n_prompt, mel_lens))]
+
+
+def stream_clock(device: torch.device) -> float:
+    """perf_counter after the work queued on this thread's stream is done (CUDA), so that each
+    stage is timed alone. Only this stream: a device-wide sync would also wait for the decode
+    running beside it."""
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+    return time.perf_counter()
 
 
 class SessionSource:
@@ -215,10 +292,24 @@ class StreamingToWav:
 
     def push(self, tokens: Sequence[int] | torch.Tensor) -> torch.Tensor | None:
         """Add speech tokens (ids < 6561; drop EOS/BOS first). Returns a new chunk if one is due."""
+        if not self.add(tokens):
+            return None
+        return self._render(self.plan(finalize=False))
+
+    def flush(self) -> torch.Tensor:
+        """At EOS: render with the look-ahead resolved and return all remaining audio."""
+        self._check_open()
+        if self._n_tokens == 0:
+            self._finished = True
+            return torch.zeros(0)
+        return self._render(self.plan(finalize=True))
+
+    def add(self, tokens: Sequence[int] | torch.Tensor) -> bool:
+        """Store speech tokens without rendering; True when a chunk is due (`plan(False)` next)."""
         self._check_open()
         ids = torch.as_tensor(tokens).reshape(-1)
         if ids.numel() == 0:
-            return None
+            return False
         if ids.is_floating_point() or ids.dtype == torch.bool:
             raise Token2WavError(f"speech tokens must be integers, got dtype {ids.dtype}")
         bad = (ids < 0) | (ids >= self.vocab_size)
@@ -234,25 +325,14 @@ class StreamingToWav:
                                  "(its noise was drawn for that many)")
         self._tokens[0, self._n_tokens: n] = ids.to(self.device)
         self._n_tokens = n
-        if n < self.next_due:
-            return None
-        with torch.inference_mode():
-            audio = self._render(finalize=False)
-        # Skip boundaries this render already covered (several tokens can arrive in one push).
-        while self._next_audio_tokens * FRAMES_PER_TOKEN <= self._released_frames:
-            self._next_audio_tokens = next(self._boundaries)
-        return audio
+        return n >= self.next_due
 
-    def flush(self) -> torch.Tensor:
-        """At EOS: render with the look-ahead resolved and return all remaining audio."""
+    def plan(self, finalize: bool) -> FlowRequest:
+        """The flow inputs of the render due now (`finalize=True`: the last one, at EOS)."""
         self._check_open()
-        self._finished = True
-        if self._n_tokens == 0:
-            return torch.zeros(0)
-        with torch.inference_mode():
-            audio = self._render(finalize=True)
-        self._tail = None
-        return audio
+        if self._n_tokens == 0 or not (finalize or self._n_tokens >= self.next_due):
+            raise Token2WavError(f"no render is due at {self._n_tokens} tokens")
+        return FlowRequest(self._tokens[:, : self._n_tokens], self.ref, finalize, self.flow_noise, self.n_timesteps)
 
     def _check_open(self) -> None:
         if self._finished:
@@ -260,20 +340,21 @@ class StreamingToWav:
 
     # ---------------------------------------------------------------- rendering
 
-    def _now(self) -> float:
-        # Host and device run asynchronously on CUDA; wait so that each stage is timed alone. Only
-        # for this stream: a device-wide sync would also wait for the decode running beside it.
-        if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()
-        return time.perf_counter()
+    def _render(self, request: FlowRequest) -> torch.Tensor:
+        t0 = stream_clock(self.device)
+        mel = flow_mel(self.s3gen, request)
+        return self.finish(request, mel, 1e3 * (stream_clock(self.device) - t0))
 
-    def _render(self, finalize: bool) -> torch.Tensor:
+    @torch.inference_mode()
+    def finish(self, request: FlowRequest, mel: torch.Tensor, flow_ms: float) -> torch.Tensor:
+        """The audio of `request`'s render from its flow output `mel` (1, 80, R): HiFT over the new
+        frames with this session's source, seams, release. `flow_ms` is recorded in its timing."""
+        if request.tokens.size(1) != self._n_tokens or self._finished:
+            raise Token2WavError("this render plan is stale: tokens were added or the session was flushed since")
+        finalize = request.finalize
         seams = self.seams
         start_released = self._released_frames
-        t0 = self._now()
-        mel = self.s3gen.flow_mel(self._tokens[:, : self._n_tokens], self.ref, finalize=finalize,
-                                  noise=self.flow_noise, n_timesteps=self.n_timesteps)  # (1, 80, R)
-        t1 = self._now()
+        t1 = stream_clock(self.device)
         n_mel = mel.shape[2]
         # Release whole tokens only, so every chunk is a multiple of 960 samples.
         # `next_due` guarantees end > start_released.
@@ -292,13 +373,19 @@ class StreamingToWav:
             new[:k] = self._tail * (1 - self._fade_in[:k]) + new[:k] * self._fade_in[:k]
         n_out = (end - start_released) * SAMPLES_PER_FRAME
         out = new[:n_out]
-        if not finalize:
+        if finalize:
+            self._finished = True
+            self._tail = None
+        else:
             n_fade = seams.crossfade_frames * SAMPLES_PER_FRAME
             self._tail = new[n_out: n_out + n_fade].clone()
             self.source.commit(source, f0, w0, end + seams.crossfade_frames, max(0, end - seams.context_frames))
+            # Skip boundaries this render already covered (several tokens can arrive in one push).
+            while self._next_audio_tokens * FRAMES_PER_TOKEN <= end:
+                self._next_audio_tokens = next(self._boundaries)
         self._released_frames = end
         out = out.cpu()
-        t2 = self._now()
+        t2 = stream_clock(self.device)
         self.timings.append(ChunkTiming(len(self.timings), self._n_tokens, finalize, n_mel, n_mel - w0,
-                                        out.numel(), 1e3 * (t1 - t0), 1e3 * (t2 - t1)))
+                                        out.numel(), flow_ms, 1e3 * (t2 - t1)))
         return out

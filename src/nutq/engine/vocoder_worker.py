@@ -7,6 +7,14 @@ token (pushed one at a time, exactly as a solo session pushes them, so chunks ar
 token counts) and a final flush. Sessions still waiting for their first chunk go before those in
 steady state; within a session the order of its items is kept. Chunks, the end marker or an
 error go to the session's own output queue.
+
+Batching. Nearly all of a render's cost is the flow (10 CFM steps over the voice prompt and every
+token so far). When the item taken next renders a chunk, every other session whose next item
+also renders one joins it (in priority order, up to `max_batch` rows): their flows run as one
+call (`token2wav.flow_mels`: any mix of voices, lengths and EOS flushes, each row with its own
+noise), then each session finishes its chunk alone (HiFT with its own source, seams). A row
+equals the session's solo render up to float rounding. If the batched call raises, every row is
+retried alone, so a session whose render fails fails by itself.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 from collections import deque
 from contextlib import nullcontext
 from queue import SimpleQueue
@@ -21,6 +30,7 @@ from queue import SimpleQueue
 import torch
 
 from .session import Session
+from .token2wav import flow_mel, flow_mels, stream_clock
 
 __all__ = ["END", "VocoderTask", "VocoderWorker"]
 
@@ -42,7 +52,16 @@ class VocoderTask:
 
 
 class VocoderWorker:
-    def __init__(self, device: torch.device):
+    """`max_batch`: most renders in one flow call (1: every render alone)."""
+
+    def __init__(self, device: torch.device, max_batch: int = 8):
+        if not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be an int >= 1, got {max_batch!r}")
+        self.max_batch = max_batch
+        self.batches = 0  # flow calls that carried more than one render
+        self.batch_rows = 0  # renders those calls carried
+        self.batch_retries = 0  # batched calls that raised, their rows then retried alone
+        self._device = device
         self._heap: list[tuple[int, int, VocoderTask]] = []
         self._seq = itertools.count()
         self._cv = threading.Condition()
@@ -100,30 +119,112 @@ class VocoderWorker:
                         self._cv.wait()
                     if self._closed:
                         return
-                    _, _, task = heapq.heappop(self._heap)
-                    task.queued = False
-                    item = task.pending.popleft()
-                if not task.stopped:
-                    self._run(task, item)
+                    group = [self._pop()]
+                    if self._renders(*group[0]):
+                        group += self._others_rendering(group[0][0])
+                if len(group) > 1:
+                    self._run_batch(group)
+                elif not group[0][0].stopped:
+                    self._run(*group[0])
                 with self._cv:
-                    self._enqueue(task)  # one item at a time: priorities are re-read after each
+                    for task, _ in group:
+                        self._enqueue(task)  # one item at a time: priorities are re-read after each
+
+    def _pop(self) -> tuple[VocoderTask, object]:
+        _, _, task = heapq.heappop(self._heap)
+        task.queued = False
+        return task, task.pending.popleft()
+
+    def _renders(self, task: VocoderTask, item) -> bool:
+        """Does `item` run the flow? (Session state is read only by this thread: no lock needed for it.)"""
+        return not task.stopped and task.session.renders(None if item is _FLUSH else item[0])
+
+    def _others_rendering(self, first: VocoderTask) -> list[tuple[VocoderTask, object]]:
+        """Under the lock: take the next item of each queued task whose next item renders, best
+        priority first, up to `max_batch - 1` of them (same S3Gen: one flow call runs them)."""
+        room = self.max_batch - 1
+        chosen = []
+        for entry in sorted(self._heap) if room else ():  # (priority, seq, task): seq is unique
+            task = entry[2]
+            if task.session.s3gen is first.session.s3gen and self._renders(task, task.pending[0]):
+                chosen.append(entry)
+                if len(chosen) == room:
+                    break
+        if not chosen:
+            return []
+        taken = {id(e[2]) for e in chosen}
+        self._heap = [e for e in self._heap if id(e[2]) not in taken]
+        heapq.heapify(self._heap)
+        out = []
+        for _, _, task in chosen:
+            task.queued = False
+            out.append((task, task.pending.popleft()))
+        return out
 
     def _run(self, task: VocoderTask, item) -> None:
         s = task.session
         try:
-            if task.ready is not None:
-                self._stream.wait_event(task.ready)
-                task.ready = None
+            self._wait_ready(task)
             if item is _FLUSH:
-                last = s.flush()  # decoding is over: the guard's position is final
-                task.stopped = True  # nothing may follow END
-                task.out.put(last)
-                task.out.put(END)
-                return
-            chunk = s.vocode(*item)
-            if chunk is not None:
-                task.first_out = task.first_out or len(chunk.audio) > 0
-                task.out.put(chunk)
+                chunk = s.flush()  # decoding is over: the guard's position is final
+            else:
+                chunk = s.vocode(*item)
+            self._deliver(task, item, chunk)
         except Exception as e:  # noqa: BLE001 - this session fails, the others go on
-            task.failed = task.stopped = True
-            task.out.put(e)
+            self._fail(task, e)
+
+    def _run_batch(self, group: list[tuple[VocoderTask, object]]) -> None:
+        t_voc = time.perf_counter()
+        rows = []  # (task, item, FlowRequest)
+        for task, item in group:
+            if task.stopped:
+                continue
+            try:
+                self._wait_ready(task)
+                rows.append((task, item, task.session.plan_chunk(None if item is _FLUSH else item[0])))
+            except Exception as e:  # noqa: BLE001
+                self._fail(task, e)
+        if not rows:
+            return
+        s3gen = rows[0][0].session.s3gen
+        mels, flow_ms = [None] * len(rows), 0.0  # None: run that row's flow alone below
+        if len(rows) > 1:  # the others may have stopped meanwhile
+            t0 = stream_clock(self._device)
+            try:
+                mels = flow_mels(s3gen, [r for _, _, r in rows])
+                self.batches += 1
+                self.batch_rows += len(rows)
+            except Exception:  # noqa: BLE001 - cannot tell whose row broke it: each row alone below
+                self.batch_retries += 1
+            flow_ms = 1e3 * (stream_clock(self._device) - t0)
+        for (task, item, request), mel in zip(rows, mels):
+            try:
+                ms = flow_ms
+                if mel is None:
+                    t1 = stream_clock(self._device)
+                    mel = flow_mel(s3gen, request)
+                    ms = 1e3 * (stream_clock(self._device) - t1)
+                position = None if item is _FLUSH else item[1]
+                self._deliver(task, item, task.session.finish_chunk(request, mel, ms, t_voc, position))
+            except Exception as e:  # noqa: BLE001 - this session fails, the others go on
+                self._fail(task, e)
+
+    def _wait_ready(self, task: VocoderTask) -> None:
+        if task.ready is not None:
+            self._stream.wait_event(task.ready)
+            task.ready = None
+
+    @staticmethod
+    def _deliver(task: VocoderTask, item, chunk) -> None:
+        if item is _FLUSH:
+            task.stopped = True  # nothing may follow END
+            task.out.put(chunk)
+            task.out.put(END)
+        elif chunk is not None:
+            task.first_out = task.first_out or len(chunk.audio) > 0
+            task.out.put(chunk)
+
+    @staticmethod
+    def _fail(task: VocoderTask, error: Exception) -> None:
+        task.failed = task.stopped = True
+        task.out.put(error)

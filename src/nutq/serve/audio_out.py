@@ -154,7 +154,6 @@ class _Mp3Encoder(Encoder):
 
     _heavy = True
 
-
     def __init__(self, fmt: OutputFormat) -> None:
         super().__init__(fmt)
         try:
@@ -169,12 +168,18 @@ class _Mp3Encoder(Encoder):
         lame.set_bit_rate(fmt.effective_bit_rate // 1000)
         lame.set_quality(_MP3_QUALITY)
         self._lame = lame
+        self._fed = False
 
     def _samples(self, x: np.ndarray) -> bytes:
-        return bytes(self._lame.encode(to_int16(x).astype("<i2", copy=False).tobytes())) if len(x) else b""
+        if not len(x):
+            return b""
+        self._fed = True
+        return bytes(self._lame.encode(to_int16(x).astype("<i2", copy=False).tobytes()))
 
     def _tail(self) -> bytes:
-        return bytes(self._lame.flush())
+        # LAME refuses to flush an encoder that never got a sample ("Not currently encoding"): a
+        # stream whose tokens were all non-speech ids has no audio, and ends as an empty body.
+        return bytes(self._lame.flush()) if self._fed else b""
 
 
 class _FlacEncoder(Encoder):

@@ -73,19 +73,30 @@ class Flow(nn.Module):
         self.decoder = CFMDecoder(cfg.estimator)
 
     def encode(
-        self, tokens: Tensor, token_len: Tensor, finalize: bool = True
+        self, tokens: Tensor, token_len: Tensor, finalize: bool = True, *, n_frames: int | None = None,
+        isolate_rows: bool = False,
     ) -> tuple[Tensor, Tensor]:
-        """All tokens (prompt ++ new) (B, T) -> mu (B, 80, 2T[-6]) and frame mask (B, 1, 2T[-6])."""
+        """All tokens (prompt ++ new) (B, T) -> mu (B, 80, 2T[-6]) and frame mask (B, 1, 2T[-6]).
+
+        `n_frames` keeps exactly the first n_frames frames instead (`finalize` is then ignored);
+        `isolate_rows`: see `UpsampleConformerEncoder.forward`."""
         valid = key_padding_mask(token_len, tokens.size(1))  # (B, T)
         dtype = self.spk_embed_affine_layer.weight.dtype
         # Padded ids may be anything (-1, EOS ids); they are zeroed after the lookup anyway.
         x = self.input_embedding(tokens.long().masked_fill(~valid, 0)) * valid.unsqueeze(-1).to(dtype)
-        h, h_mask = self.encoder(x, token_len)  # (B, 2T, C), (B, 1, 2T)
-        if not finalize:
+        h, h_mask = self.encoder(x, token_len, isolate_rows=isolate_rows)  # (B, 2T, C), (B, 1, 2T)
+        if n_frames is None and not finalize:
             # The last look-ahead tokens have not seen their right context yet: hold their frames back.
-            h = h[:, : -self.cfg.lookahead_frames]
-            h_mask = h_mask[:, :, : h.size(1)]
+            n_frames = h.size(1) - self.cfg.lookahead_frames
+        if n_frames is not None:  # cut before the projection: solo calls keep the official shapes
+            h, h_mask = h[:, :n_frames], h_mask[:, :, :n_frames]
         return self.encoder_proj(h).transpose(1, 2), h_mask  # (B, 80, T_mel), (B, 1, T_mel)
+
+    def _spks(self, embedding: Tensor, b: int) -> Tensor:
+        """x-vector(s) (1|B, 192) -> the estimator's speaker input (B, 80)."""
+        dtype = self.spk_embed_affine_layer.weight.dtype  # voice tensors follow the model's dtype
+        embedding = torch.atleast_2d(embedding).to(device=self.encoder_proj.weight.device, dtype=dtype)
+        return _batch(self.spk_embed_affine_layer(F.normalize(embedding, dim=1)), b)
 
     @torch.inference_mode()
     def inference(
@@ -126,9 +137,8 @@ class Flow(nn.Module):
         if prompt_token_len is None:
             prompt_token_len = torch.full((1,), prompt_token.size(1), dtype=torch.long, device=dev)
 
-        dtype = self.spk_embed_affine_layer.weight.dtype  # voice tensors follow the model's dtype
-        embedding = torch.atleast_2d(embedding).to(device=dev, dtype=dtype)
-        spks = _batch(self.spk_embed_affine_layer(F.normalize(embedding, dim=1)), b)  # (B, 80)
+        dtype = self.spk_embed_affine_layer.weight.dtype
+        spks = self._spks(embedding, b)  # (B, 80)
         prompt_feat = _batch(prompt_feat.to(device=dev, dtype=dtype), b)
         tokens = torch.cat([_batch(prompt_token.to(dev), b), token], dim=1)  # (B, Tp+Tn)
         lens = _batch(prompt_token_len.reshape(-1).to(dev), b) + token_len.to(dev)
@@ -148,3 +158,38 @@ class Flow(nn.Module):
 
         feat = self.decoder(z, mu, mask, spks, cond, solver or EulerCFG(n_timesteps, cfg_rate))
         return feat[:, :, n_prompt:]
+
+    @torch.inference_mode()
+    def inference_packed(
+        self,
+        tokens: Tensor,
+        token_len: Tensor,
+        mel_len: Tensor,
+        cond: Tensor,
+        embedding: Tensor,
+        noise: Tensor,
+        *,
+        n_timesteps: int = 10,
+        cfg_rate: float = 0.7,
+        solver: Solver | None = None,
+    ) -> Tensor:
+        """Rows that each bring their own voice prompt and length, in one call (batched streaming).
+
+        tokens: (B, T) row i = its prompt tokens ++ its new tokens, right-padded (pad ids are
+        ignored); token_len: (B,) valid tokens per row; mel_len: (B,) frames each row solves,
+        prompt frames included (2·token_len, or lookahead_frames fewer for a row that is not
+        finalized); cond: (B, 80, T_mel) each row's prompt mel in its first frames, zeros after;
+        embedding: (B, 192); noise: (B, 80, T_mel). T_mel = max(mel_len) <= 2T.
+
+        Returns (B, 80, T_mel) with each row's prompt frames still in front; frames past a row's
+        mel_len are unspecified. Padding is isolated (encoder look-ahead zeroed, frame masks in the
+        estimator), so every row's valid frames equal `inference` on that row alone up to float
+        rounding (other matmul shapes, the key-padding bias in attention).
+        """
+        t_mel = noise.size(-1)
+        mu, _ = self.encode(tokens, token_len, n_frames=t_mel, isolate_rows=True)  # (B, 80, T_mel)
+        frames = torch.arange(t_mel, device=mu.device)
+        mask = (frames < mel_len.to(mu.device).unsqueeze(1)).unsqueeze(1).to(mu.dtype)  # (B, 1, T_mel)
+        spks = self._spks(embedding, tokens.size(0))  # (B, 80)
+        return self.decoder(noise.to(mu.dtype), mu, mask, spks, cond.to(mu.dtype),
+                            solver or EulerCFG(n_timesteps, cfg_rate))

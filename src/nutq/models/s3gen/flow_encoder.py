@@ -206,18 +206,25 @@ class UpsampleConformerEncoder(nn.Module):
         self.up_embed = LinearInput(cfg.d_model, cfg.d_model)
         self.up_encoders = nn.ModuleList(ConformerLayer(cfg) for _ in range(cfg.n_up_layers))
 
-    def forward(self, xs: Tensor, xs_lens: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, xs: Tensor, xs_lens: Tensor | None = None, *, isolate_rows: bool = False
+                ) -> tuple[Tensor, Tensor]:
         """xs: (B, T, input_size); xs_lens: (B,) valid tokens (None = all valid).
 
         Returns h (B, up_stride*T, d_model) and mask (B, 1, up_stride*T) bool (True = valid frame).
         Padded positions are not zeroed (as in the official encoder); the mask only hides them as
-        attention keys.
+        attention keys. That leaves one leak, kept by default for parity with the official padded
+        batch: the look-ahead conv of a row's last tokens reads the padded positions (non-zero
+        after the input layer's bias and LayerNorm) where an unpadded row reads zeros.
+        `isolate_rows=True` zeroes them there, so that every valid frame of a padded row equals
+        that row run alone (up to float rounding); with no padding it changes nothing.
         """
         b, t, _ = xs.shape
         if xs_lens is None:
             xs_lens = torch.full((b,), t, dtype=torch.long, device=xs.device)
         key_mask = key_padding_mask(xs_lens, t)  # (B, T)
         x, pos_emb = self.embed(xs)
+        if isolate_rows:
+            x = x * key_mask.unsqueeze(-1).to(x.dtype)
         x = self.pre_lookahead_layer(x)
         for layer in self.encoders:
             x = layer(x, pos_emb, key_mask)
