@@ -45,14 +45,8 @@ from pathlib import Path
 
 from websockets.sync.client import connect
 
-SENTENCES = (
-    "مرحبا، كيف يمكنني مساعدتك اليوم؟",
-    "تم تأكيد حجزك لليلتين في الفندق.",
-    "سيصل طلبك خلال ثلاثين دقيقة تقريبا.",
-    "هل تريد أن أرسل لك التفاصيل عبر البريد؟",
-    "الطقس غدا مشمس مع رياح خفيفة.",
-    "شكرا لاتصالك، نتمنى لك يوما سعيدا.",
-)
+from nutq.bench.concurrency import SENTENCES  # the same sentences as the concurrency benchmark
+
 BYTES_PER_SECOND = 24_000 * 2  # pcm s16le mono at 24 kHz
 SETTLE_S = 1.0  # after a round, before reading RSS: the workers and sockets wind down
 

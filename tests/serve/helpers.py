@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-__all__ = ["running_server", "connect", "get_json", "http_request"]
+__all__ = ["running_server", "connect", "get_json", "http_request", "wait_released"]
 
 
 @contextmanager
@@ -61,3 +61,13 @@ def http_request(url: str, method: str, path: str, body: bytes | str | None = No
 def get_json(url: str, path: str, headers: dict | None = None) -> tuple[int, dict]:
     status, _, body = http_request(url, "GET", path, headers=headers)
     return status, json.loads(body)
+
+
+def wait_released(app, timeout: float = 10.0) -> None:
+    """Until every stream of `app` has let go of its admission, its KV slot and its live entry
+    (the previous test's streams wind down asynchronously); fails after `timeout` seconds."""
+    ctx = app.state.ctx
+    deadline = time.monotonic() + timeout
+    while ctx.limiter.active or ctx.tts.pool.in_use or ctx.live:
+        assert time.monotonic() < deadline, "a stream's admission, KV slot or live entry was not given back"
+        time.sleep(0.01)

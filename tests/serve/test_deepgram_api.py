@@ -27,7 +27,7 @@ from nutq.serve.audio_out import to_int16  # noqa: E402
 from nutq.serve.config import ServeConfig  # noqa: E402
 from nutq.tts import TTS  # noqa: E402
 
-from tests.serve.helpers import http_request, running_server  # noqa: E402
+from tests.serve.helpers import http_request, running_server, wait_released  # noqa: E402
 
 KEY = "dg-test-key"
 TEXT = "مرحبا بكم"  # no sentence end: spoken only when flushed
@@ -70,15 +70,6 @@ def expected(tts, text: str = TEXT, seed: int = SEED) -> np.ndarray:
 
 def pcm16(x: np.ndarray) -> bytes:
     return to_int16(x).tobytes()
-
-
-def wait_idle(app, timeout: float = 10.0) -> None:
-    """Until the previous test's streams have let go of their KV slot and admission."""
-    ctx = app.state.ctx
-    t0 = time.monotonic()
-    while (ctx.tts.pool.in_use or ctx.limiter.active) and time.monotonic() - t0 < timeout:
-        time.sleep(0.01)
-    assert ctx.tts.pool.in_use == 0 and ctx.limiter.active == 0, "a stream was not released"
 
 
 def post(server, query: str, body: object = None, headers: dict | None = None):
@@ -153,7 +144,7 @@ def test_rest_errors_have_deepgrams_shape(server, app, query, body, headers, sta
     err = json.loads(raw)
     assert set(err) == {"err_code", "err_msg", "request_id"}
     assert err["err_code"] == err_code and match in err["err_msg"] and err["request_id"]
-    wait_idle(app)
+    wait_released(app)
 
 
 # -- WebSocket ----------------------------------------------------------------------------------
@@ -191,7 +182,7 @@ def opened(ws) -> dict:
 
 
 def test_ws_speak_then_flush_streams_the_engine_audio_then_flushed(server, app, tts):
-    wait_idle(app)
+    wait_released(app)
     with ws_connect(server) as ws:
         opened(ws)
         ws.send(json.dumps({"type": "Speak", "text": TEXT}))
@@ -202,7 +193,7 @@ def test_ws_speak_then_flush_streams_the_engine_audio_then_flushed(server, app, 
 
 
 def test_ws_text_sent_during_a_flush_is_spoken_after_it_in_order(server, app, tts):
-    wait_idle(app)
+    wait_released(app)
     other = "أهلا وسهلا"
     with ws_connect(server) as ws:
         opened(ws)
@@ -217,7 +208,7 @@ def test_ws_text_sent_during_a_flush_is_spoken_after_it_in_order(server, app, tt
 
 def test_ws_complete_sentences_are_spoken_before_the_flush(server, app, tts):
     # Pipecat sends sentence after sentence and flushes only at the end of the reply.
-    wait_idle(app)
+    wait_released(app)
     with ws_connect(server) as ws:
         opened(ws)
         ws.send(json.dumps({"type": "Speak", "text": SENTENCE}))
@@ -230,7 +221,7 @@ def test_ws_complete_sentences_are_spoken_before_the_flush(server, app, tts):
 
 
 def test_ws_clear_stops_the_audio_then_confirms_and_the_socket_goes_on(server, app, tts):
-    wait_idle(app)
+    wait_released(app)
     with ws_connect(server) as ws:
         opened(ws)
         ws.send(json.dumps({"type": "Speak", "text": LONG}))
@@ -252,7 +243,7 @@ def test_ws_clear_stops_the_audio_then_confirms_and_the_socket_goes_on(server, a
 
 
 def test_ws_bad_messages_get_warnings_and_the_socket_stays_usable(server, app, tts):
-    wait_idle(app)
+    wait_released(app)
     bad = [("not json", "INVALID_JSON"), (json.dumps([1, 2]), "UNKNOWN_MESSAGE_TYPE"),
            (json.dumps({"type": "Shout"}), "UNKNOWN_MESSAGE_TYPE"),
            (json.dumps({"type": "Speak", "text": 5}), "INVALID_VALUE"), (b"\x00\x01", "UNSUPPORTED_MESSAGE"),
@@ -279,7 +270,7 @@ def test_ws_an_empty_flush_is_still_answered(server, app):
 
 
 def test_ws_close_finishes_what_was_sent_then_closes_normally(server, app, tts):
-    wait_idle(app)
+    wait_released(app)
     with ws_connect(server) as ws:
         opened(ws)
         for msg in ({"type": "Speak", "text": TEXT}, {"type": "Flush"}, {"type": "Close"}):
@@ -302,7 +293,7 @@ def test_ws_needs_a_key(server, headers, code):
 
 
 def test_ws_accepts_a_bearer_key_and_mulaw_at_8khz(server, app, tts):
-    wait_idle(app)
+    wait_released(app)
     with ws_connect(server, f"{Q}&encoding=mulaw&sample_rate=8000", {"Authorization": f"Bearer {KEY}"}) as ws:
         opened(ws)
         ws.send(json.dumps({"type": "Speak", "text": TEXT}))
@@ -326,11 +317,11 @@ def test_ws_bad_query_is_a_warning_then_a_close(server, query, match):
 
 
 def test_ws_disconnect_mid_stream_frees_the_session_at_once(server, app, tts):
-    wait_idle(app)
+    wait_released(app)
     with ws_connect(server) as ws:
         opened(ws)
         ws.send(json.dumps({"type": "Speak", "text": LONG}))
         ws.send(json.dumps({"type": "Flush"}))
         assert isinstance(ws.recv(timeout=60), bytes) and tts.pool.in_use == 1
         ws.socket.shutdown(socket.SHUT_RDWR)  # hang up without a close handshake, as a crashed client does
-        wait_idle(app, timeout=5)
+        wait_released(app, timeout=5)

@@ -35,7 +35,7 @@ from nutq.serve.config import ServeConfig  # noqa: E402
 from nutq.serve.native_protocol import pack_audio_frame, unpack_audio_frame  # noqa: E402
 from nutq.tts import TTS  # noqa: E402
 
-from tests.serve.helpers import running_server  # noqa: E402
+from tests.serve.helpers import running_server, wait_released  # noqa: E402
 
 KEY = "native-key"
 TOKENS = 12  # per phrase: short outputs keep the module fast
@@ -129,13 +129,6 @@ def json_of(events, kind: str, cid: str | None = None) -> list[dict]:
     return [e[1] for e in events if e[0] == "json" and e[1]["type"] == kind and cid in (None, e[1].get("context_id"))]
 
 
-def wait_idle(app, tts, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while app.state.ctx.live or tts.pool.in_use:
-        assert time.monotonic() < deadline, "streams still running / KV slots still leased"
-        time.sleep(0.02)
-
-
 def cancelled_streams(app) -> float:
     labels = {"protocol": "native", "outcome": "cancelled"}
     return app.state.ctx.metrics.registry.get_sample_value("nutq_streams_total", labels) or 0
@@ -158,7 +151,7 @@ def test_pieces_then_flush_equal_one_stream_of_the_joined_text(server, tts, app)
     t = done["timings"]
     assert t["phrases"] == 1 and t["audio_s"] == pytest.approx(len(audio) / 24000)
     assert t["first_audio_latency_s"] > 0 and t["rtf"] > 0
-    wait_idle(app, tts)
+    wait_released(app, timeout=30)
 
 
 def test_complete_phrases_speak_before_flush_each_with_the_next_seed(server, tts):
@@ -191,7 +184,7 @@ def test_two_contexts_on_one_socket_both_complete_unmixed(server, tts, app):
         np.testing.assert_array_equal(f32(audio_of(c.events, cid)), expected(tts, text, seed),
                                       err_msg=f"context {cid}: its audio alone, nothing of the other")
         assert done[cid]["reason"] == "closed"
-    wait_idle(app, tts)
+    wait_released(app, timeout=30)
 
 
 def test_cancel_stops_the_context_at_once_and_frees_its_slot(server, tts, app):
@@ -206,7 +199,7 @@ def test_cancel_stops_the_context_at_once_and_frees_its_slot(server, tts, app):
         done = c.until_done("long")["long"]
         assert done["reason"] == "cancelled"
         cancelled_at = len(c.events)
-        wait_idle(app, tts, timeout=STOP_WITHIN_S)
+        wait_released(app, timeout=STOP_WITHIN_S)
         # the socket goes on, and nothing more comes for the cancelled context
         c.send(type="config", max_tokens=TOKENS)
         c.text("next", "مرحبا")
@@ -227,7 +220,7 @@ def test_a_client_disconnecting_mid_stream_frees_its_slots(server, tts, app):
             c.send(type="flush", context_id=cid)
         while len({e[1] for e in c.events if e[0] == "audio"}) < 2:
             c.recv()
-    wait_idle(app, tts, timeout=STOP_WITHIN_S)
+    wait_released(app, timeout=STOP_WITHIN_S)
     assert cancelled_streams(app) == before + 2
 
 

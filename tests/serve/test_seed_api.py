@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from urllib.parse import urlencode
 
 import numpy as np
@@ -25,7 +24,7 @@ from nutq.serve.audio_out import to_int16  # noqa: E402
 from nutq.serve.config import ServeConfig  # noqa: E402
 from nutq.tts import TTS  # noqa: E402
 
-from tests.serve.helpers import connect, http_request, running_server  # noqa: E402
+from tests.serve.helpers import connect, http_request, running_server, wait_released  # noqa: E402
 
 KEY = "seed-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -67,14 +66,6 @@ def request(text: str, seed: int, **extra) -> dict:
     return {"text": text, "language_id": "ar", "speaker_id": "default", "seed": seed, "max_tokens": TOKENS, **extra}
 
 
-def wait_idle(app, timeout: float = 10.0) -> None:
-    ctx = app.state.ctx
-    t0 = time.monotonic()
-    while (ctx.tts.pool.in_use or ctx.limiter.active) and time.monotonic() - t0 < timeout:
-        time.sleep(0.01)
-    assert ctx.tts.pool.in_use == 0 and ctx.limiter.active == 0, "a stream was not released"
-
-
 def ws_connect(server: str, headers: dict | None = None):
     url = server.replace("http://", "ws://", 1) + "/ws/tts"
     return ws_client.connect(url, additional_headers=AUTH if headers is None else headers, open_timeout=30)
@@ -89,7 +80,7 @@ def recv_reply(ws, timeout: float = 60) -> tuple[bytes, dict]:
 
 
 def test_ws_requests_on_one_socket_are_answered_in_order(server, app, tts):
-    wait_idle(app)
+    wait_released(app)
     with ws_connect(server) as ws:
         ws.send(json.dumps(request(TEXT, seed=3)))
         ws.send(json.dumps(request(OTHER, seed=4)))  # sent before the first is done: queued behind it
@@ -113,7 +104,7 @@ BAD_REQUESTS = [
 
 
 def test_ws_errors_answer_in_band_and_keep_the_socket_usable(server, app, tts):
-    wait_idle(app)
+    wait_released(app)
     with ws_connect(server) as ws:
         for msg, code in BAD_REQUESTS:
             ws.send(msg)
@@ -136,12 +127,12 @@ def test_ws_needs_a_key(server):
 
 
 def test_ws_disconnect_mid_stream_frees_the_session_at_once(server, app, tts):
-    wait_idle(app)
+    wait_released(app)
     with ws_connect(server) as ws:
         ws.send(json.dumps(request(LONG, seed=3)))
         assert isinstance(ws.recv(timeout=60), bytes) and tts.pool.in_use == 1
         ws.socket.shutdown(socket.SHUT_RDWR)  # hang up without a close handshake
-        wait_idle(app, timeout=5)
+        wait_released(app, timeout=5)
 
 
 def stream_path(**params) -> str:
@@ -149,7 +140,7 @@ def stream_path(**params) -> str:
 
 
 def test_http_stream_is_chunked_pcm_with_format_headers(server, app, tts):
-    wait_idle(app)
+    wait_released(app)
     status, headers, body = http_request(server, "GET", stream_path(**request(TEXT, seed=3)), headers=AUTH)
     assert status == 200, body
     assert headers["x-sample-rate"] == "24000" and headers["x-channels"] == "1" and headers["x-format"] == "s16le"
@@ -168,22 +159,22 @@ def test_http_stream_errors(server, app, params, headers, status, code):
     assert got == status, raw
     reply = json.loads(raw)
     assert reply["status"] == "error" and reply["error"]["code"] == code
-    wait_idle(app)
+    wait_released(app)
 
 
 def test_http_client_disconnect_frees_the_session_at_once(server, app, tts):
-    wait_idle(app)
+    wait_released(app)
     conn = connect(server)
     conn.request("GET", stream_path(**request(LONG, seed=3)), headers=AUTH)
     r = conn.getresponse()
     assert r.status == 200 and r.read1(4096) and tts.pool.in_use == 1
     conn.sock.shutdown(socket.SHUT_RDWR)
     conn.close()
-    wait_idle(app, timeout=5)  # also checks the admission was given back, not just the KV slot
+    wait_released(app, timeout=5)  # also checks the admission was given back, not just the KV slot
 
 
 def test_latency_summarizes_recent_streams_of_every_protocol(server, app):
-    wait_idle(app)
+    wait_released(app)
     with ws_connect(server) as ws:
         ws.send(json.dumps(request(TEXT, seed=3)))
         _, done = recv_reply(ws)

@@ -25,7 +25,7 @@ from nutq.serve.config import ServeConfig  # noqa: E402
 from nutq.serve.native_protocol import unpack_audio_frame  # noqa: E402
 from nutq.tts import TTS  # noqa: E402
 
-from tests.serve.helpers import running_server  # noqa: E402
+from tests.serve.helpers import running_server, wait_released  # noqa: E402
 
 IDLE_S = 0.5
 RATE = 5  # messages per second; the burst is twice that
@@ -88,14 +88,6 @@ def close_of(sock, timeout: float = 10) -> tuple[int, str, list]:
                 seen.append(json.loads(msg))
     assert closed.value.rcvd is not None, "the client, not the server, ended the connection"
     return closed.value.rcvd.code, closed.value.rcvd.reason, seen
-
-
-def wait_released(app, timeout: float = 10) -> None:
-    ctx = app.state.ctx
-    deadline = time.monotonic() + timeout
-    while ctx.limiter.active or ctx.tts.pool.in_use:
-        assert time.monotonic() < deadline, "a stream's admission or KV slot was not given back"
-        time.sleep(0.02)
 
 
 def errors_counted(app, code: str) -> float:
