@@ -2,6 +2,7 @@
 
     python benchmarks/vocoder_batch.py [OUT.json] [--size tiny|full] [--model-dir DIR]
                                        [--rounds 5] [--rows 1,2,4,8] [--prompt-tokens 150] [--device cpu|cuda]
+                                       [--flow cfm|meanflow] [--flow-steps N] [--flow-cfg-rate X]
 
 Each of 8 sessions has its own voice prompt (`--prompt-tokens` + 0, 4, 8, ... tokens, so rows are
 padded) and a render due in steady state (40 + 9·i tokens so far, not finalized), as the vocoder
@@ -22,26 +23,28 @@ import time
 
 import torch
 
+from nutq.engine.flow_options import KINDS, FlowOptions
 from nutq.engine.token2wav import FlowRequest, flow_mel, flow_mels
 from nutq.models.random_init import randomize_module
-from nutq.models.registry import build, configs_for_size
+from nutq.models.registry import build, build_meanflow, configs_for_size
 from nutq.models.s3gen.model import RefDict, S3Gen
 
 MAX_ROWS = 8
 
 
-def load_s3gen(size: str, model_dir: str | None, device: str) -> S3Gen:
+def load_s3gen(size: str, model_dir: str | None, device: str, flow: FlowOptions) -> S3Gen:
     if size == "tiny":
-        model = build("s3gen", configs_for_size("tiny")["s3gen"])
+        cfg = configs_for_size("tiny")["s3gen"]
+        model = build_meanflow(cfg) if flow.meanflow else build("s3gen", cfg)
         return randomize_module(model, 0, keep_suffixes=("_mel_filters", "window")).eval().to(device)
     if model_dir is None:
         raise SystemExit("--size full needs --model-dir (e.g. one made by `nutq make-checkpoint --size full`)")
     from nutq.tts import TTS
 
-    return TTS.from_local(model_dir, device=device).s3gen
+    return TTS.from_local(model_dir, device=device, flow=flow).s3gen
 
 
-def requests(s3gen: S3Gen, prompt_tokens: int) -> list[FlowRequest]:
+def requests(s3gen: S3Gen, prompt_tokens: int, solver) -> list[FlowRequest]:
     dev, n_mels = s3gen.flow.encoder_proj.weight.device, s3gen.cfg.flow.n_mels
     out = []
     for i in range(MAX_ROWS):
@@ -50,7 +53,7 @@ def requests(s3gen: S3Gen, prompt_tokens: int) -> list[FlowRequest]:
         ref = RefDict(torch.randint(0, 6561, (1, tp), generator=g), torch.tensor([tp]),
                       -5.0 + 2.0 * torch.randn(1, 2 * tp, n_mels, generator=g), torch.randn(1, 192, generator=g))
         out.append(FlowRequest(torch.randint(0, 6561, (1, tn), generator=g).to(dev), ref.to(dev), False,
-                               torch.randn(1, n_mels, 2 * (tp + 200), generator=g).to(dev), n_timesteps=10))
+                               torch.randn(1, n_mels, 2 * (tp + 200), generator=g).to(dev), solver))
     return out
 
 
@@ -73,16 +76,20 @@ def main() -> None:
     ap.add_argument("--rows", default="1,2,4,8", help="batch sizes B to time (at most 8)")
     ap.add_argument("--prompt-tokens", type=int, default=150, help="voice prompt of the first session (6 s)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--flow", choices=KINDS, default="cfm")
+    ap.add_argument("--flow-steps", type=int)
+    ap.add_argument("--flow-cfg-rate", type=float)
     args = ap.parse_args()
+    flow = FlowOptions(args.flow, args.flow_steps, args.flow_cfg_rate)
     rows = tuple(int(b) for b in args.rows.split(","))
     if not rows or min(rows) < 1 or max(rows) > MAX_ROWS:
         raise SystemExit(f"--rows must list batch sizes in 1..{MAX_ROWS}")
     if args.rounds < 2:
         raise SystemExit("--rounds must be >= 2 (round 0 only warms up)")
     torch.set_num_threads(1)
-    s3gen = load_s3gen(args.size, args.model_dir, args.device)
+    s3gen = load_s3gen(args.size, args.model_dir, args.device, flow)
     dev = s3gen.flow.encoder_proj.weight.device
-    reqs = requests(s3gen, args.prompt_tokens)
+    reqs = requests(s3gen, args.prompt_tokens, flow.solver())
     runs = {"batched": lambda b: flow_mels(s3gen, reqs[:b]),
             "solo": lambda b: [flow_mel(s3gen, r) for r in reqs[:b]]}
     samples = {k: {b: [] for b in rows} for k in runs}
@@ -103,8 +110,9 @@ def main() -> None:
                          "speedup": round(med["solo"] / med["batched"], 2),
                          "batched_ms_per_row": round(med["batched"] / b, 2)}
     out = {
-        "what": "S3Gen flow (encoder + 10 CFM steps x 2 CFG rows) for B steady-state renders: one batched call "
+        "what": "S3Gen flow (encoder + solver) for B steady-state renders: one batched call "
                 "vs B solo calls, ms; medians over rounds 1..",
+        "flow": flow.label,
         "size": args.size, "dtype": str(s3gen.dtype), "device": str(dev),
         "threads": torch.get_num_threads(),
         "rows": [{"prompt_tokens": r.ref.prompt_token.size(1), "tokens": r.tokens.size(1)} for r in reqs],

@@ -87,7 +87,8 @@ def statedict_listing():
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    """One random tiny checkpoint (official layout + sidecar) for the whole run; treat as read-only."""
+    """One random tiny checkpoint (official layout + sidecar, and a meanflow decoder) for the whole
+    run; treat as read-only."""
     from nutq.checkpoints.make import make_checkpoint
 
-    return make_checkpoint(tmp_path_factory.mktemp("tiny-ckpt"), size="tiny", seed=0).root
+    return make_checkpoint(tmp_path_factory.mktemp("tiny-ckpt"), size="tiny", seed=0, meanflow=True).root

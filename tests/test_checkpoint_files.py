@@ -91,6 +91,10 @@ def fake_hub(tmp_path, monkeypatch):
     httpx = getattr(_http, "httpx2", None) or getattr(_http, "httpx")
     src = fake_checkpoint(tmp_path / "served")
     served = {p.name: p.read_bytes() for p in src.iterdir()}
+    save_file({"mixer": torch.ones(3)}, str(tmp_path / files.MEANFLOW_FILE))
+    # The Turbo repository holds more than nutq needs; only the meanflow file may be fetched.
+    turbo = {files.MEANFLOW_FILE: (tmp_path / files.MEANFLOW_FILE).read_bytes(), "t3_turbo_v1.safetensors": b"x"}
+    repos = {files.REPO_ID: served, files.MEANFLOW_REPO_ID: turbo}
     state = {"requests": [], "offline": False}
 
     def handler(request):
@@ -101,11 +105,11 @@ def fake_hub(tmp_path, monkeypatch):
         if len(parts) < 5 or parts[2] != "resolve":
             return httpx.Response(404)
         repo, revision, name = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
-        if repo != files.REPO_ID:
+        if repo not in repos:
             return httpx.Response(401, headers={"X-Error-Code": "RepoNotFound"})
-        if revision not in ("main", COMMIT) or name not in served:
+        if revision not in ("main", COMMIT) or name not in repos[repo]:
             return httpx.Response(404, headers={"X-Error-Code": "EntryNotFound" if revision in ("main", COMMIT) else "RevisionNotFound"})
-        body = served[name]
+        body = repos[repo][name]
         headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{hashlib.sha256(body).hexdigest()}"',
                    "Content-Length": str(len(body))}
         return httpx.Response(200, headers=headers, content=b"" if request.method == "HEAD" else body)
@@ -118,6 +122,7 @@ def fake_hub(tmp_path, monkeypatch):
     monkeypatch.setattr(_http.time, "sleep", lambda s: None)  # the hub retries network errors with backoff
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     huggingface_hub.set_client_factory(lambda: httpx.Client(transport=httpx.MockTransport(handler)))
+    state["turbo"] = turbo
     yield state, served
     huggingface_hub.set_client_factory(_http.default_client_factory)
 
@@ -171,3 +176,47 @@ def test_download_can_be_disabled(monkeypatch):
     monkeypatch.delenv("NUTQ_MODEL_DIR", raising=False)
     with pytest.raises(CheckpointError, match="downloading is disabled"):
         files.resolve(allow_download=False)
+
+
+def test_download_meanflow_fetches_exactly_that_file_from_the_turbo_repo(fake_hub):
+    state, served = fake_hub
+    f = files.resolve(revision=COMMIT, flow="meanflow", meanflow_revision=COMMIT)
+    assert f.meanflow.read_bytes() == state["turbo"][files.MEANFLOW_FILE]
+    turbo_gets = [u for m, u in state["requests"] if m == "GET" and files.MEANFLOW_REPO_ID in u]
+    assert [u.rsplit("/", 1)[-1] for u in turbo_gets] == [files.MEANFLOW_FILE]
+    assert all(f"/resolve/{COMMIT}/" in u for m, u in state["requests"] if files.MEANFLOW_REPO_ID in u)
+    assert (f.root / files.T3_FILE).read_bytes() == served[files.T3_FILE]
+
+
+def test_meanflow_revision_from_env_and_missing_remote_file(fake_hub, monkeypatch):
+    state, _ = fake_hub
+    monkeypatch.setenv("NUTQ_MEANFLOW_REVISION", COMMIT)
+    files.resolve(flow="meanflow")
+    assert any(f"{files.MEANFLOW_REPO_ID}/resolve/{COMMIT}/" in u for _, u in state["requests"])
+    del state["turbo"][files.MEANFLOW_FILE]
+    monkeypatch.setenv("NUTQ_MEANFLOW_REVISION", "main")
+    with pytest.raises(CheckpointError, match=r"chatterbox-turbo@main has no file s3gen_meanflow\.safetensors"):
+        files.resolve(flow="meanflow")
+
+
+def test_meanflow_offline_message(fake_hub):
+    state, _ = fake_hub
+    files.resolve()  # the multilingual files are cached, the meanflow file is not
+    state["offline"] = True
+    with pytest.raises(CheckpointError, match="s3gen_meanflow.safetensors.*offline"):
+        files.resolve(flow="meanflow")
+
+
+def test_a_local_meanflow_file_is_used_without_downloading(tmp_path, monkeypatch):
+    root = fake_checkpoint(tmp_path / "m")
+    save_file({"mixer": torch.ones(3)}, str(root / files.MEANFLOW_FILE))
+    f = files.resolve(root, flow="meanflow")
+    assert f.meanflow == root / files.MEANFLOW_FILE
+
+
+def test_download_cli_prints_both_locations(fake_hub, capsys):
+    from nutq.cli import main
+
+    assert main(["download", "--flow", "meanflow"]) == 0
+    out = capsys.readouterr().out.split()
+    assert out[1].endswith(files.MEANFLOW_FILE) and files.MEANFLOW_FILE not in out[0]

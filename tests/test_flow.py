@@ -99,8 +99,8 @@ def test_tiny_matches_official(golden, flow):
 def test_output_length_is_two_frames_per_new_token_when_final(golden, flow):
     g, _ = golden
     n_new = g["in.token"].shape[1]
-    final = synth(flow, g, finalize=True, n_timesteps=1)
-    stream = synth(flow, g, finalize=False, n_timesteps=1)
+    final = synth(flow, g, finalize=True, solver=EulerCFG(1))
+    stream = synth(flow, g, finalize=False, solver=EulerCFG(1))
     assert final.shape == (1, 80, 2 * n_new)
     assert stream.shape == (1, 80, 2 * n_new - 6), "finalize=False holds back exactly 3 tokens x 2 frames"
     # The ready frames line up with the final call's (same noise and prompt; only the bidirectional
@@ -113,10 +113,10 @@ def test_output_length_is_two_frames_per_new_token_when_final(golden, flow):
 
 def test_same_noise_same_mel_different_noise_different_mel(golden, flow):
     g, _ = golden
-    a = synth(flow, g, n_timesteps=2)
-    b = synth(flow, g, n_timesteps=2)
+    a = synth(flow, g, solver=EulerCFG(2))
+    b = synth(flow, g, solver=EulerCFG(2))
     other = torch.randn(g["in.noise"][:1].shape, generator=torch.Generator().manual_seed(7))
-    c = synth(flow, g, n_timesteps=2, noise=other)
+    c = synth(flow, g, solver=EulerCFG(2), noise=other)
     assert torch.equal(a, b)
     assert (a - c).abs().mean() > 0.1, "the noise argument must reach the solver"
 
@@ -126,8 +126,8 @@ def test_longer_noise_uses_its_first_frames(golden, flow):
     g, _ = golden
     noise = g["in.noise"][:1]
     longer = torch.cat([noise, torch.randn(1, 80, 40)], dim=-1)
-    same = synth(flow, g, noise=longer, n_timesteps=2)
-    assert torch.equal(same, synth(flow, g, noise=noise, n_timesteps=2))
+    same = synth(flow, g, noise=longer, solver=EulerCFG(2))
+    assert torch.equal(same, synth(flow, g, noise=noise, solver=EulerCFG(2)))
     with pytest.raises(ValueError, match="frames"):
         synth(flow, g, noise=noise[..., :-1])
 
@@ -135,7 +135,7 @@ def test_longer_noise_uses_its_first_frames(golden, flow):
 def test_noise_none_draws_from_the_generator(golden, flow):
     g, _ = golden
     def draw(seed):
-        return synth(flow, g, noise=None, generator=torch.Generator().manual_seed(seed), n_timesteps=1)
+        return synth(flow, g, noise=None, generator=torch.Generator().manual_seed(seed), solver=EulerCFG(1))
 
     a, b, c = draw(3), draw(3), draw(4)
     assert torch.equal(a, b) and not torch.equal(a, c)
@@ -143,11 +143,11 @@ def test_noise_none_draws_from_the_generator(golden, flow):
 
 def test_solver_is_pluggable(golden, flow):
     g, _ = golden
-    by_args = synth(flow, g, n_timesteps=2, cfg_rate=0.5)
-    assert torch.equal(synth(flow, g, solver=EulerCFG(n_timesteps=2, cfg_rate=0.5)), by_args)
-    # An explicit solver wins over n_timesteps/cfg_rate.
-    one_step = synth(flow, g, n_timesteps=2, cfg_rate=0.5, solver=EulerCFG(n_timesteps=1))
-    assert one_step.shape == by_args.shape and not torch.equal(one_step, by_args)
+    two = synth(flow, g, solver=EulerCFG(n_timesteps=2, cfg_rate=0.5))
+    one_step = synth(flow, g, solver=EulerCFG(n_timesteps=1, cfg_rate=0.5))
+    other_cfg = synth(flow, g, solver=EulerCFG(n_timesteps=2, cfg_rate=0.2))
+    assert one_step.shape == two.shape and not torch.equal(one_step, two)
+    assert not torch.equal(other_cfg, two)
 
 
 def test_cfg_rate_zero_is_plain_conditional_euler(golden, flow):
@@ -162,7 +162,7 @@ def test_cfg_rate_zero_is_plain_conditional_euler(golden, flow):
         for k in range(4):
             v = flow.decoder.estimator(x, mask, mu, t[k].expand(1), spks, cond)
             x = x + (t[k + 1] - t[k]) * v
-        ours = synth(flow, g, n_timesteps=4, cfg_rate=0.0)
+        ours = synth(flow, g, solver=EulerCFG(4, 0.0))
     assert (ours - x[..., n_prompt_frames:]).abs().max() <= 1e-5
 
 
@@ -176,11 +176,11 @@ def test_cosine_time_grid():
 def test_runs_in_bfloat16(golden, flow):
     """Reduced precision runs end to end and stays near fp32 (loose: bf16 has 8 mantissa bits)."""
     g, _ = golden
-    ref = synth(flow, g, n_timesteps=2)
+    ref = synth(flow, g, solver=EulerCFG(2))
     half = Flow(FLOW_TINY).eval()
     half.load_state_dict(flow.state_dict())
     half = half.to(torch.bfloat16)
-    out = synth(half, g, n_timesteps=2)
+    out = synth(half, g, solver=EulerCFG(2))
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
     rel = ((out.float() - ref).norm() / ref.norm()).item()
     assert rel < 0.03, f"bf16 relative error {rel:.3g}"  # observed 0.012

@@ -20,7 +20,7 @@ from nutq.engine.token2wav import (
     Token2WavError,
 )
 from nutq.models.random_init import randomize_module
-from nutq.models.registry import build, configs_for_size
+from nutq.models.registry import build, build_meanflow, configs_for_size
 from nutq.models.s3gen.model import RefDict
 from nutq.models.s3gen.source import draw_source_randomness
 
@@ -28,10 +28,12 @@ FRAME = 480
 PROMPT_TOKENS = 25  # a 1 s voice prompt keeps every flow call fast
 
 
-@pytest.fixture(scope="module")
-def s3gen():
+@pytest.fixture(scope="module", params=["cfm", "meanflow"])
+def s3gen(request):
+    """Both decoders: streaming must hold for the 10-step CFG flow and the distilled 2-step one."""
     torch.manual_seed(0)
-    model = build("s3gen", configs_for_size("tiny")["s3gen"])
+    cfg = configs_for_size("tiny")["s3gen"]
+    model = build_meanflow(cfg) if request.param == "meanflow" else build("s3gen", cfg)
     return randomize_module(model, 2, keep_suffixes=("_mel_filters", "window")).eval()
 
 

@@ -26,7 +26,7 @@ from nutq.engine.scheduler import LoopStep, Scheduler
 from nutq.engine.session import Session
 from nutq.engine.token2wav import FlowRequest, StreamingToWav, flow_mel, flow_mels
 from nutq.models.random_init import randomize_module
-from nutq.models.registry import build, configs_for_size
+from nutq.models.registry import build, build_meanflow, configs_for_size
 from nutq.models.s3gen.model import RefDict
 from nutq.tts import TTS
 
@@ -41,9 +41,10 @@ SCHEDULE = ChunkSchedule(first=3, max_size=6)  # several renders per session
 # ---------------------------------------------------------------- flow rows
 
 
-@pytest.fixture(scope="module")
-def s3gen():
-    model = build("s3gen", configs_for_size("tiny")["s3gen"])
+@pytest.fixture(scope="module", params=["cfm", "meanflow"])
+def s3gen(request):
+    cfg = configs_for_size("tiny")["s3gen"]
+    model = build_meanflow(cfg) if request.param == "meanflow" else build("s3gen", cfg)
     return randomize_module(model, 2, keep_suffixes=("_mel_filters", "window")).eval()
 
 
@@ -53,45 +54,50 @@ def random_ref(n_prompt: int, seed: int) -> RefDict:
                    -5.0 + 2.0 * torch.randn(1, 2 * n_prompt, 80, generator=g), torch.randn(1, 192, generator=g))
 
 
-def request(n_prompt: int, n_new: int, finalize: bool, seed: int) -> FlowRequest:
+def request(n_prompt: int, n_new: int, finalize: bool, seed: int, solver) -> FlowRequest:
     g = torch.Generator().manual_seed(100 + seed)
     return FlowRequest(torch.randint(0, 6561, (1, n_new), generator=g), random_ref(n_prompt, seed), finalize,
-                       torch.randn(1, 80, 2 * (n_prompt + 60), generator=g), n_timesteps=10)
+                       torch.randn(1, 80, 2 * (n_prompt + 60), generator=g), solver)
 
 
-# Two voices (25- and 40-token prompts), 7..50 new tokens, finalize mixed: every row is padded
-# except the longest, and the longest voice is not the longest row.
-ROWS = [request(25, 10, False, 1), request(40, 33, True, 2), request(25, 7, True, 3), request(30, 50, False, 4)]
+@pytest.fixture(scope="module")
+def rows(s3gen):
+    """Two voices (25- and 40-token prompts), 7..50 new tokens, finalize mixed: every row is padded
+    except the longest, and the longest voice is not the longest row."""
+    solver = s3gen.default_solver()
+    return [request(25, 10, False, 1, solver), request(40, 33, True, 2, solver), request(25, 7, True, 3, solver),
+            request(30, 50, False, 4, solver)]
 
 
-def test_batched_flow_rows_equal_solo_flow(s3gen):
-    batched = flow_mels(s3gen, ROWS)
-    for i, (r, mel) in enumerate(zip(ROWS, batched)):
+def test_batched_flow_rows_equal_solo_flow(s3gen, rows):
+    batched = flow_mels(s3gen, rows)
+    for i, (r, mel) in enumerate(zip(rows, batched)):
         want = flow_mel(s3gen, r)
         assert mel.shape == want.shape, f"row {i}: {tuple(mel.shape)} frames, solo gives {tuple(want.shape)}"
         err = (mel - want).abs().max().item()
         assert err <= MEL_ATOL, f"row {i} (finalize={r.finalize}): batched differs from solo by {err:.3g}"
 
 
-def test_a_batch_of_one_is_the_solo_flow(s3gen):
+def test_a_batch_of_one_is_the_solo_flow(s3gen, rows):
     # Same shapes, no padding: the packed call is the solo call, bit for bit.
-    for r in ROWS:
+    for r in rows:
         assert torch.equal(flow_mels(s3gen, [r])[0], flow_mel(s3gen, r))
 
 
-def test_padded_rows_need_isolation(s3gen, monkeypatch):
+def test_padded_rows_need_isolation(s3gen, rows, monkeypatch):
     """Why `isolate_rows` exists: without it the encoder's look-ahead conv reads a padded row's
     padding (non-zero after the input layer), and that row's mel moves far beyond rounding."""
     real = s3gen.flow.encode
     monkeypatch.setattr(s3gen.flow, "encode", lambda *a, **k: real(*a, **{**k, "isolate_rows": False}))
-    errs = [(m - flow_mel(s3gen, r)).abs().max().item() for r, m in zip(ROWS, flow_mels(s3gen, ROWS))]
+    errs = [(m - flow_mel(s3gen, r)).abs().max().item() for r, m in zip(rows, flow_mels(s3gen, rows))]
     assert errs[3] <= MEL_ATOL, "the longest row has no padding and must be unaffected"
     assert min(errs[:3]) > 1e-3, f"padded rows should show the leak without isolation: {errs}"
 
 
-def test_mixed_solver_steps_are_refused(s3gen):
-    with pytest.raises(ValueError, match="steps"):
-        flow_mels(s3gen, [ROWS[0], replace(ROWS[1], n_timesteps=5)])
+def test_mixed_solvers_are_refused(s3gen, rows):
+    other = replace(rows[1], solver=replace(rows[1].solver, n_timesteps=5))
+    with pytest.raises(ValueError, match="one solver"):
+        flow_mels(s3gen, [rows[0], other])
 
 
 def test_streams_rendered_together_equal_streams_rendered_alone(s3gen):
@@ -148,9 +154,9 @@ def test_a_stale_plan_is_refused(s3gen):
 # ---------------------------------------------------------------- through the scheduler
 
 
-@pytest.fixture(scope="module")
-def tts(tiny_checkpoint):
-    return TTS.from_local(tiny_checkpoint)
+@pytest.fixture(scope="module", params=["cfm", "meanflow"])
+def tts(tiny_checkpoint, request):
+    return TTS.from_local(tiny_checkpoint, flow=request.param)
 
 
 def cut_voice(voice, start: int, n: int):
@@ -169,7 +175,8 @@ def voices(tts):
 
 def make_session(tts, voice, pool, i: int) -> Session:
     return Session(tts.t3, tts.s3gen, pool, tts.text_ids(TEXTS[i]), voice, P, schedule=SCHEDULE,
-                   generator=torch.Generator().manual_seed(i), noise_generator=torch.Generator().manual_seed(i + 1000))
+                   generator=torch.Generator().manual_seed(i), noise_generator=torch.Generator().manual_seed(i + 1000),
+                   solver=tts.flow.solver())
 
 
 def run_solo(tts, voice, i: int) -> tuple[list[int], list[np.ndarray]]:

@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_args import add_flow_arguments, flow_from_args
+
 
 def _make_checkpoint(args) -> int:
     from .checkpoints.make import make_checkpoint
 
-    files = make_checkpoint(args.dir, size=args.size, seed=args.seed, overwrite=args.force)
+    files = make_checkpoint(args.dir, size=args.size, seed=args.seed, overwrite=args.force, meanflow=args.meanflow)
     print(files.root)
     return 0
 
 
 def _download(args) -> int:
-    print(_resolve(args).root)
+    files = _resolve(args, args.flow)
+    print(files.root)
+    if args.flow == "meanflow":
+        print(files.meanflow)
     return 0
 
 
@@ -24,7 +29,8 @@ def _speak(args) -> int:
 
     from .tts import SAMPLE_RATE, TTS
 
-    tts = TTS(_resolve(args), device=args.device, dtype=args.dtype)
+    flow = flow_from_args(args)
+    tts = TTS(_resolve(args, flow.kind), device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype, flow=flow)
     wav = tts.synthesize(args.text, language=args.lang, voice=args.voice, seed=args.seed,
                          exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
                          normalize=not args.no_normalize, max_new_tokens=args.max_tokens,
@@ -34,10 +40,11 @@ def _speak(args) -> int:
     return 0
 
 
-def _resolve(args):
+def _resolve(args, flow: str = "cfm"):
     from .checkpoints.files import resolve
 
-    return resolve(args.model_dir, revision=getattr(args, "revision", None))
+    return resolve(args.model_dir, revision=getattr(args, "revision", None), flow=flow,
+                   meanflow_revision=getattr(args, "meanflow_revision", None))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,11 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny: small widths for tests; full: official sizes for benchmarks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--meanflow", action="store_true",
+                   help="also write a random distilled decoder (s3gen_meanflow.safetensors) for --flow meanflow")
     p.set_defaults(func=_make_checkpoint)
 
     p = sub.add_parser("download", help="fetch (or verify) the official model files and print their directory")
     p.add_argument("--model-dir", help="use this directory instead of downloading (also $NUTQ_MODEL_DIR)")
     p.add_argument("--revision", help="model repository revision (branch, tag or commit); also $NUTQ_MODEL_REVISION")
+    p.add_argument("--flow", choices=["cfm", "meanflow"], default="cfm",
+                   help="meanflow: also fetch the distilled decoder s3gen_meanflow.safetensors from "
+                        "ResembleAI/chatterbox-turbo (only that file) and print its path")
+    p.add_argument("--meanflow-revision",
+                   help="Turbo repository revision for the meanflow file; also $NUTQ_MEANFLOW_REVISION")
     p.set_defaults(func=_download)
 
     p = sub.add_parser("speak", help="synthesise text to a WAV file (offline)")
@@ -75,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the Perth watermark (applied by default when resemble-perth is installed)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="T3 weights dtype (default: file's)")
+    add_flow_arguments(p)
     p.set_defaults(func=_speak)
 
     for mod in _OPTIONAL_SUBCOMMANDS:

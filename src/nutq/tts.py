@@ -15,6 +15,7 @@ from .audio.watermark import watermarker_for
 from .checkpoints import files as ckfiles
 from .engine.alignment import GuardConfig
 from .engine.chunking import ChunkSchedule
+from .engine.flow_options import FlowOptions, parse_flow
 from .engine.generate import generate_speech_tokens
 from .engine.kv_pool import KVPool
 from .engine.sampling import SamplingParams
@@ -23,7 +24,7 @@ from .engine.session import Session, resolve_guard
 from .engine.stream import AsyncSpeechStream, Phrase, SpeechStream
 from .engine.voice import Voice, VoiceError, load_conds, prepare_voice
 from .models.loading import DTYPES
-from .models.registry import configs_from_sidecar, load_component
+from .models.registry import configs_from_sidecar, load_component, load_meanflow
 
 if TYPE_CHECKING:
     from .engine.voice_cache import VoiceCache
@@ -39,14 +40,19 @@ class TTS:
 
     def __init__(self, files: ckfiles.CheckpointFiles, device: str = "cpu", dtype: str | None = None, *,
                  flow_dtype: str | None = None, max_sessions: int = 1, max_cache_len: int = 1500,
-                 voice_store: str | Path | None = None, scheduler: bool = False):
+                 voice_store: str | Path | None = None, scheduler: bool = False,
+                 flow: FlowOptions | str | None = None):
         """`max_sessions` concurrent streams share a KV pool of `max_cache_len` positions per
         session (conditioning + text + speech tokens); it is allocated on the first stream.
         `scheduler`: streams are decoded together by one `Scheduler` (started on the first stream
         or by `start_scheduler()`, stopped by `close()`) instead of each in its consumer's thread.
         `voice_store`: a directory where the voice cache persists voices across restarts.
         `dtype` casts T3 and `flow_dtype` S3Gen's flow (the heaviest part of vocoding) to fp32,
-        bf16 or fp16; the voice encoder, S3 tokenizer, CAMPPlus and HiFT stay in fp32."""
+        bf16 or fp16; the voice encoder, S3 tokenizer, CAMPPlus and HiFT stay in fp32.
+        `flow`: which S3Gen decoder vocodes, a `FlowOptions` or a kind name ("cfm", the official
+        10-step decoder, by default; "meanflow", the distilled 2-step one, which needs
+        `s3gen_meanflow.safetensors`). With meanflow its S3Gen does everything after T3, voice
+        preparation included; s3gen.pt is not loaded."""
         from .text.tokenizer import MTLTokenizer
 
         self.files = files
@@ -55,7 +61,12 @@ class TTS:
         t3_dtype = DTYPES[dtype] if dtype else None
         self.t3 = load_component(files.root, "t3", cfgs["t3"], dtype=t3_dtype, device=self.device)
         self.ve = load_component(files.root, "ve", cfgs["ve"], device=self.device)
-        self.s3gen = load_component(files.root, "s3gen", cfgs["s3gen"], device=self.device)
+        self.flow = parse_flow(flow)
+        if self.flow.meanflow:
+            self.s3gen = load_meanflow(files.meanflow, cfgs["s3gen"], device=self.device)
+        else:
+            self.s3gen = load_component(files.root, "s3gen", cfgs["s3gen"], device=self.device)
+        self._solver = self.flow.solver()
         if flow_dtype:
             self.s3gen.flow.to(DTYPES[flow_dtype])
         self.tokenizer = MTLTokenizer.from_file(files.tokenizer)
@@ -71,12 +82,18 @@ class TTS:
         self._scheduler: Scheduler | None = None
 
     @classmethod
-    def from_local(cls, model_dir: str | Path, **kw) -> "TTS":
-        return cls(ckfiles.resolve(model_dir), **kw)
+    def from_local(cls, model_dir: str | Path, *, flow: FlowOptions | str | None = None, **kw) -> "TTS":
+        flow = parse_flow(flow)
+        return cls(ckfiles.resolve(model_dir, flow=flow.kind), flow=flow, **kw)
 
     @classmethod
-    def from_pretrained(cls, revision: str | None = None, **kw) -> "TTS":
-        return cls(ckfiles.resolve(None, revision=revision), **kw)
+    def from_pretrained(cls, revision: str | None = None, *, flow: FlowOptions | str | None = None,
+                        meanflow_revision: str | None = None, **kw) -> "TTS":
+        """Download (or reuse from the Hub cache) the multilingual files, and with `flow="meanflow"`
+        the distilled decoder from the Turbo repository (`meanflow_revision` pins it)."""
+        flow = parse_flow(flow)
+        files = ckfiles.resolve(None, revision=revision, flow=flow.kind, meanflow_revision=meanflow_revision)
+        return cls(files, flow=flow, **kw)
 
     def prepare_voice(self, src, sr: int | None = None, exaggeration: float = 0.5) -> Voice:
         """A voice from a reference clip (path, bytes, or array with `sr`), or from a nutq voice
@@ -94,7 +111,8 @@ class TTS:
         if self._model_id is None:
             from .engine.voice_format import model_fingerprint
 
-            self._model_id = model_fingerprint(self.files.root)
+            self._model_id = model_fingerprint(self.files.root,
+                                               self.files.meanflow if self.flow.meanflow else None)
         return self._model_id
 
     @property
@@ -147,13 +165,15 @@ class TTS:
                    seed: int | None = None, exaggeration: float = 0.5, cfg_weight: float = 0.5,
                    temperature: float = 0.8, repetition_penalty: float = 2.0, min_p: float = 0.05,
                    top_p: float = 1.0, max_new_tokens: int = 1000, normalize: bool = True,
-                   watermark: bool | None = None, diacritize: bool = False) -> np.ndarray:
+                   watermark: bool | None = None, diacritize: bool = False,
+                   flow: FlowOptions | None = None) -> np.ndarray:
         """Text -> (N,) float32 audio at 24 kHz, with the official defaults.
 
         `watermark`: None applies the Perth watermark (as the official pipeline does) when
         resemble-perth is installed; True requires it (WatermarkUnavailable if missing); False skips it.
         """
         marker = watermarker_for(watermark)  # a required-but-missing watermark fails before any work
+        solver = self._solver_for(flow)
         voice = self._voice(voice, exaggeration)
         params = SamplingParams(cfg_weight=cfg_weight, temperature=temperature, repetition_penalty=repetition_penalty,
                                 min_p=min_p, top_p=top_p, max_new_tokens=max_new_tokens)
@@ -167,7 +187,8 @@ class TTS:
                 return np.zeros(0, dtype=np.float32)
             tokens = torch.tensor(res.tokens, device=self.device).reshape(1, -1)
             noise_gen = gen if self.device.type == "cpu" else None
-            wav, _ = self.s3gen.inference(tokens, voice.gen.to(self.device), generator=noise_gen)
+            wav, _ = self.s3gen.inference(tokens, voice.gen.to(self.device), generator=noise_gen,
+                                          solver=solver)
         out = wav[0].float().cpu().numpy()
         return marker.apply(out, SAMPLE_RATE) if marker is not None else out
 
@@ -188,6 +209,17 @@ class TTS:
         scheduler's queue when streams are batched (without it, a full pool refuses at once)."""
         slots = self._pool_shape[0]
         return 2 * slots if self._use_scheduler else slots
+
+    def _solver_for(self, flow: FlowOptions | None):
+        """The solver of a per-call flow choice; the loaded decoder cannot change per call."""
+        if flow is None:
+            return self._solver
+        if not isinstance(flow, FlowOptions):
+            raise TypeError(f"flow must be a FlowOptions, got {type(flow).__name__}")
+        if flow.kind != self.flow.kind:
+            raise ValueError(f"this TTS loaded the {self.flow.kind} decoder; a {flow.kind} flow needs "
+                             f"TTS(..., flow={flow.kind!r})")
+        return flow.solver()
 
     def _voice(self, voice, exaggeration: float | None) -> Voice:
         """None: the built-in voice; exaggeration None keeps the voice's own value."""
@@ -223,20 +255,24 @@ class TTS:
     def stream(self, text: str, voice: Voice | str | Path | bytes | None = None, language: str = "ar", *,
                params: SamplingParams | None = None, seed: int | None = None, exaggeration: float | None = None,
                guard: GuardConfig | str | None = "official", schedule: ChunkSchedule | None = None,
-               normalize: bool = True, segment: bool = True, diacritize: bool = False) -> SpeechStream:
+               normalize: bool = True, segment: bool = True, diacritize: bool = False,
+               flow: FlowOptions | None = None) -> SpeechStream:
         """Speak `text` as a stream of `AudioChunk`s (24 kHz float32) while T3 is still generating.
 
         `voice`: a `Voice` (e.g. from `tts.voices.get(id)`), a reference clip, a nutq voice file, or
         None for the built-in voice; `exaggeration` None keeps the voice's own value. `params`
         defaults to the official sampling settings; `guard` is a profile name, a `GuardConfig` or
-        None (no alignment guard); `schedule` sets the chunk sizes. `segment=False` speaks the text
+        None (no alignment guard); `schedule` sets the chunk sizes (default: the decoder's,
+        `self.flow.schedule()`). `segment=False` speaks the text
         as one utterance (as the official `generate` does) instead of phrase by phrase.
         `diacritize` adds harakat to undiacritized Arabic first (the `tashkeel` extra).
+        `flow` changes the loaded decoder's steps or CFG for this stream only (same kind as `self.flow`).
         """
         t_request = time.perf_counter()
         params = params or SamplingParams()
         guard_cfg = resolve_guard(guard)
-        schedule = schedule or ChunkSchedule()
+        solver = self._solver_for(flow)
+        schedule = schedule or self.flow.schedule()
         phrases = self.phrases(text, language, normalize, segment, diacritize)
         v = self._voice(voice, exaggeration)
         seed = seed if seed is not None else int(torch.seed() % 2**31)
@@ -246,7 +282,7 @@ class TTS:
         pool = self.pool
 
         def make(phrase: Phrase) -> Session:
-            return Session(self.t3, self.s3gen, pool, phrase.ids, v, params, guard_cfg, schedule, gen, noise)
+            return Session(self.t3, self.s3gen, pool, phrase.ids, v, params, guard_cfg, schedule, gen, noise, solver)
 
         runner = self.start_scheduler().run if self._use_scheduler else None
         return SpeechStream(phrases, make, SAMPLE_RATE, t_request, runner)

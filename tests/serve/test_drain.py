@@ -39,11 +39,11 @@ def free_port() -> int:
 class Served:
     """One `nutq serve` subprocess; its JSON log lines are read back from a file."""
 
-    def __init__(self, checkpoint, log_path, drain_timeout: float):
+    def __init__(self, checkpoint, log_path, drain_timeout: float, extra: tuple[str, ...] = ()):
         self.port, self.log_path = free_port(), log_path
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "nutq.cli", "serve", "--model-dir", str(checkpoint), "--port", str(self.port),
-               "--max-sessions", "2", "--drain-timeout", str(drain_timeout), "--log-format", "json"]
+               "--max-sessions", "2", "--drain-timeout", str(drain_timeout), "--log-format", "json", *extra]
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -40,7 +40,7 @@ import torch  # noqa: E402
 from nutq.models.random_init import randomize_module  # noqa: E402
 
 
-def build_official(size: str):
+def build_official(size: str, meanflow: bool = False):
     from chatterbox.models.s3gen.configs import CFM_PARAMS
     from chatterbox.models.s3gen.decoder import ConditionalDecoder
     from chatterbox.models.s3gen.flow import CausalMaskedDiffWithXvec
@@ -68,19 +68,24 @@ def build_official(size: str):
         encoder.up_layer = Upsample1D(channels=d, out_channels=d, stride=2)
         encoder.up_encoders = torch.nn.ModuleList(list(encoder.up_encoders)[:up_blocks])
     estimator = ConditionalDecoder(
-        in_channels=320, out_channels=80, causal=True, dropout=0.0, act_fn="gelu", **est
+        in_channels=320, out_channels=80, causal=True, dropout=0.0, act_fn="gelu", meanflow=meanflow, **est
     )
     decoder = CausalConditionalCFM(spk_emb_dim=80, cfm_params=CFM_PARAMS, estimator=estimator)
     flow = CausalMaskedDiffWithXvec(input_size=d, vocab_size=vocab, encoder=encoder, decoder=decoder)
     return flow.eval()
 
 
-def check_layout(flow, size: str) -> None:
+def check_layout(flow, size: str, meanflow: bool = False) -> None:
     """The official module must have exactly nutq's keys/shapes (else randomize_module diverges)."""
+    from dataclasses import replace
+
     from nutq.models.s3gen.flow import FLOW_FULL, FLOW_TINY, Flow
 
+    cfg = FLOW_FULL if size == "full" else FLOW_TINY
+    if meanflow:
+        cfg = replace(cfg, estimator=replace(cfg.estimator, meanflow=True))
     with torch.device("meta"):
-        ours = Flow(FLOW_FULL if size == "full" else FLOW_TINY)
+        ours = Flow(cfg)
     a = [(k, tuple(v.shape)) for k, v in flow.state_dict().items()]
     b = [(k, tuple(v.shape)) for k, v in ours.state_dict().items()]
     if a != b:

@@ -16,6 +16,7 @@ import platform
 import statistics
 from pathlib import Path
 
+from ..cli_args import add_flow_arguments, flow_from_args
 from ..errors import NutqError
 
 DEFAULT_TEXT = "مرحبا، أنا نطق، مساعدك الصوتي. كيف يمكنني مساعدتك اليوم؟"
@@ -39,7 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--guard", default="official", help="alignment guard profile: official, arabic or none")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="T3 weights (default: file's)")
-    p.add_argument("--flow-dtype", choices=["fp32", "bf16", "fp16"], default=None, help="S3Gen flow (default: fp32)")
+    add_flow_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--vs-reference", action="store_true",
@@ -93,7 +94,8 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if args.concurrency:
         return run_concurrency(args, model_dir)
-    tts = TTS.from_local(model_dir, device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype)
+    tts = TTS.from_local(model_dir, device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype,
+                         flow=flow_from_args(args))
     params = SamplingParams(max_new_tokens=args.tokens, ignore_eos=True) if args.tokens else SamplingParams()
     guard = None if args.guard == "none" else args.guard
 
@@ -126,7 +128,8 @@ def run(args) -> int:
         if worker is not None:
             worker.close()
     result = {"when": dt.datetime.now().isoformat(timespec="seconds"), "device": args.device,
-              "dtype": args.dtype or "file", "flow_dtype": args.flow_dtype or "fp32", "text": args.text,
+              "dtype": args.dtype or "file", "flow_dtype": args.flow_dtype or "fp32", "flow": tts.flow.label,
+              "text": args.text,
               "tokens": args.tokens, "segment": args.segment, "trials": trials,
               "median": summarize(trials), "threads": torch.get_num_threads(), "machine": platform.machine(),
               "model_dir": str(model_dir)}
@@ -168,7 +171,7 @@ def run_concurrency(args, model_dir) -> int:
     ns = _counts(args.concurrency)
     arrivals = ["together", "staggered"] if args.arrival == "both" else [args.arrival]
     tts = TTS.from_local(model_dir, device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype,
-                         max_sessions=max(ns), scheduler=not args.no_scheduler)
+                         flow=flow_from_args(args), max_sessions=max(ns), scheduler=not args.no_scheduler)
     params = SamplingParams(max_new_tokens=args.tokens, ignore_eos=True) if args.tokens else SamplingParams()
     rounds = []
     try:
@@ -190,7 +193,8 @@ def run_concurrency(args, model_dir) -> int:
     finally:
         tts.close()
     result = {"when": dt.datetime.now().isoformat(timespec="seconds"), "device": args.device,
-              "dtype": args.dtype or "file", "flow_dtype": args.flow_dtype or "fp32", "tokens": args.tokens,
+              "dtype": args.dtype or "file", "flow_dtype": args.flow_dtype or "fp32", "flow": tts.flow.label,
+              "tokens": args.tokens,
               "scheduler": not args.no_scheduler, "threads": torch.get_num_threads(), "machine": platform.machine(),
               "model_dir": str(model_dir), "rounds": rounds}
     if args.plot and not plot(rounds, args.plot):

@@ -55,15 +55,18 @@ def _random_conds(cfgs: dict, seed: int) -> dict:
     }
 
 
-def make_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, overwrite: bool = False) -> files.CheckpointFiles:
+def make_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, overwrite: bool = False,
+                    meanflow: bool = False) -> files.CheckpointFiles:
+    """`meanflow`: also write a random distilled decoder (`s3gen_meanflow.safetensors`, safetensors as
+    the official file), with weights of its own (not those of s3gen.pt plus a mixer)."""
     from safetensors.torch import save_file
 
-    from ..models.registry import build, configs_for_size
+    from ..models.registry import build, build_meanflow, configs_for_size
 
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     out = Path(out_dir)
-    existing = [f for f in files.REQUIRED_FILES + (files.CONDS_FILE,) if (out / f).exists()]
+    existing = [f for f in files.REQUIRED_FILES + (files.CONDS_FILE, files.MEANFLOW_FILE) if (out / f).exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{out} already holds {', '.join(existing)}; pass overwrite=True (--force)")
     out.mkdir(parents=True, exist_ok=True)
@@ -79,6 +82,12 @@ def make_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, over
     s3 = randomize_module(build("s3gen", cfgs["s3gen"]), seed + 2, keep_suffixes=DSP_BUFFERS)
     torch.save(s3.state_dict(), out / files.S3GEN_FILE)
     del s3
+    if meanflow:
+        mf = randomize_module(build_meanflow(cfgs["s3gen"]), seed + 3, keep_suffixes=DSP_BUFFERS)
+        save_file({k: v.contiguous() for k, v in mf.state_dict().items()}, str(out / files.MEANFLOW_FILE))
+        del mf
+    else:
+        (out / files.MEANFLOW_FILE).unlink(missing_ok=True)  # overwrite: no stale decoder of other weights
     shutil.copyfile(_bundled_tokenizer(), out / files.TOKENIZER_FILE)
     torch.save(_random_conds(cfgs, seed), out / files.CONDS_FILE)
     sidecar = out / files.SIDECAR_FILE
@@ -87,4 +96,4 @@ def make_checkpoint(out_dir: str | Path, size: str = "tiny", seed: int = 0, over
     else:
         sidecar.write_text(json.dumps({"format": 1, "size": size, "seed": seed,
                                        **{k: asdict(v) for k, v in cfgs.items()}}, indent=1))
-    return files.resolve(out)
+    return files.resolve(out, flow="meanflow" if meanflow else "cfm")

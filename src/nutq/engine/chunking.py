@@ -23,7 +23,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-__all__ = ["ChunkSchedule", "SeamConfig"]
+__all__ = ["ChunkSchedule", "SeamConfig", "CFM_SCHEDULE", "MEANFLOW_SCHEDULE"]
 
 
 @dataclass(frozen=True)
@@ -89,3 +89,8 @@ class SeamConfig:
                 f"SeamConfig.crossfade_frames ({self.crossfade_frames}) must not exceed holdback_frames "
                 f"({self.holdback_frames}): the cross-fade needs audio that has not been released yet"
             )
+
+
+# Defaults per decoder (`FlowOptions.schedule()`); why these sizes: see the module docstring.
+CFM_SCHEDULE = ChunkSchedule()
+MEANFLOW_SCHEDULE = ChunkSchedule(first=2, growth=2.0, max_size=16)

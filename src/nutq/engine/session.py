@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..models.s3gen.cfm import Solver
 from ..models.s3gen.model import S3Gen
 from ..models.t3 import T3
 from .alignment import OFFICIAL, GuardConfig
@@ -118,6 +119,7 @@ class Session:
     generator: torch.Generator | None = None  # token sampling
     noise_generator: torch.Generator | None = None  # the vocoder's flow noise and source (kept apart so
     # that the tokens drawn for a seed do not depend on the chunk schedule)
+    solver: Solver | None = None  # the flow's solver; None: the loaded decoder's official one
     timings: SessionTimings = field(default_factory=lambda: SessionTimings(time.perf_counter()))
     tokens: list[int] = field(default_factory=list)  # valid S3 ids emitted so far
     guard_counts: dict[str, int] = field(default_factory=dict)
@@ -177,7 +179,7 @@ class Session:
         # Made here, not lazily where it first runs: its noise is drawn now, before any token, as
         # a solo run draws it (the generators may be shared, e.g. the global one).
         self._vocoder = StreamingToWav(self.s3gen, v.gen, self.schedule, generator=self.noise_generator,
-                                       max_tokens=self._max_new)  # it moves the voice to S3Gen's device itself
+                                       max_tokens=self._max_new, solver=self.solver)  # it moves the voice to S3Gen's device itself
         return logits
 
     def sample(self, logits: torch.Tensor, attn: torch.Tensor | None = None) -> torch.Tensor:

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 import torch
 
 from ..audio.fade import trim_fade_curve
+from ..models.s3gen.cfm import Solver
 from ..models.s3gen.model import RefDict, S3Gen
 from ..models.s3gen.source import draw_source_randomness
 from .chunking import ChunkSchedule, SeamConfig
@@ -88,13 +89,13 @@ class FlowRequest:
     ref: RefDict
     finalize: bool
     noise: torch.Tensor  # (1, 80, 2·(Tp + max_tokens))
-    n_timesteps: int
+    solver: Solver  # how the flow is integrated (EulerCFG / MeanFlowEuler); equal solvers batch together
 
 
 def flow_mel(s3gen: S3Gen, request: FlowRequest) -> torch.Tensor:
     """One render's flow alone: (1, 80, 2·Tn), 6 frames fewer when not finalized."""
     return s3gen.flow_mel(request.tokens, request.ref, finalize=request.finalize, noise=request.noise,
-                          n_timesteps=request.n_timesteps)
+                          solver=request.solver)
 
 
 def _device_ints(values: list[int], device: torch.device) -> torch.Tensor:
@@ -112,13 +113,13 @@ def flow_mels(s3gen: S3Gen, requests: Sequence[FlowRequest]) -> list[torch.Tenso
     prompt ++ tokens, right-padded, and solves its own number of frames (6 fewer when not
     finalized), so the look-ahead cut is per row instead of "from the padded end". Noise rows are
     each session's own tensor, zero past its length (those frames are masked). All requests must
-    use the same number of solver steps (one solver runs them all).
+    use the same solver (one solver runs them all: group renders by `request.solver` first).
     """
     if not requests:
         return []
-    steps = {r.n_timesteps for r in requests}
-    if len(steps) > 1:
-        raise ValueError(f"one batched flow call runs one solver; requests ask for {sorted(steps)} steps")
+    solvers = {r.solver for r in requests}
+    if len(solvers) > 1:
+        raise ValueError(f"one batched flow call runs one solver; requests ask for {sorted(map(repr, solvers))}")
     flow = s3gen.flow
     cfg = flow.cfg
     dev, dtype = flow.encoder_proj.weight.device, flow.encoder_proj.weight.dtype
@@ -139,7 +140,7 @@ def flow_mels(s3gen: S3Gen, requests: Sequence[FlowRequest]) -> list[torch.Tenso
         noise[i, :, :m] = r.noise[0, :, :m]
     embedding = torch.cat([r.ref.embedding.reshape(1, -1) for r in requests])  # (B, 192)
     feat = flow.inference_packed(tokens, _device_ints(lens, dev), _device_ints(mel_lens, dev), cond, embedding,
-                                 noise, n_timesteps=steps.pop())  # (B, 80, T_mel)
+                                 noise, solver=solvers.pop())  # (B, 80, T_mel)
     return [feat[i:i + 1, :, p:m] for i, (p, m) in enumerate(zip(n_prompt, mel_lens))]
 
 
@@ -229,7 +230,7 @@ class StreamingToWav:
     """
 
     def __init__(self, s3gen: S3Gen, ref: RefDict, schedule: ChunkSchedule = ChunkSchedule(), *,
-                 generator: torch.Generator | None = None, max_tokens: int = 1000, n_timesteps: int = 10,
+                 generator: torch.Generator | None = None, max_tokens: int = 1000, solver: Solver | None = None,
                  seams: SeamConfig = SeamConfig()):
         if not isinstance(max_tokens, int) or max_tokens < 1:
             raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
@@ -237,7 +238,7 @@ class StreamingToWav:
         self.schedule = schedule
         self.seams = seams
         self.max_tokens = max_tokens
-        self.n_timesteps = n_timesteps
+        self.solver = solver or s3gen.default_solver()  # the decoder's official solver by default
         self.device = s3gen.flow.encoder_proj.weight.device
         self.ref = ref.to(self.device)
         self.vocab_size = s3gen.cfg.flow.vocab_size
@@ -332,7 +333,7 @@ class StreamingToWav:
         self._check_open()
         if self._n_tokens == 0 or not (finalize or self._n_tokens >= self.next_due):
             raise Token2WavError(f"no render is due at {self._n_tokens} tokens")
-        return FlowRequest(self._tokens[:, : self._n_tokens], self.ref, finalize, self.flow_noise, self.n_timesteps)
+        return FlowRequest(self._tokens[:, : self._n_tokens], self.ref, finalize, self.flow_noise, self.solver)
 
     def _check_open(self) -> None:
         if self._finished:

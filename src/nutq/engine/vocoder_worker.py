@@ -184,8 +184,14 @@ class VocoderWorker:
                 rows.append((task, item, task.session.plan_chunk(None if item is _FLUSH else item[0])))
             except Exception as e:  # noqa: BLE001
                 self._fail(task, e)
-        if not rows:
-            return
+        # One batched call runs one solver: rows with different solvers (steps, CFG) go in groups.
+        by_solver: dict = {}
+        for row in rows:
+            by_solver.setdefault(row[2].solver, []).append(row)
+        for group_rows in by_solver.values():
+            self._flow_group(group_rows, t_voc)
+
+    def _flow_group(self, rows: list, t_voc: float) -> None:
         s3gen = rows[0][0].session.s3gen
         mels, flow_ms = [None] * len(rows), 0.0  # None: run that row's flow alone below
         if len(rows) > 1:  # the others may have stopped meanwhile

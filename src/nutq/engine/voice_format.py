@@ -371,7 +371,8 @@ def _weights_digest(h, path: Path) -> None:
             return
     except zipfile.BadZipFile:
         pass
-    # A legacy (non-zip) torch file: size plus its first and last MiB.
+    # A safetensors file (its JSON header, with every name, shape and offset, comes first) or a
+    # legacy torch file: size plus its first and last MiB.
     size = path.stat().st_size
     with open(path, "rb") as f:
         h.update(f"{size};".encode() + f.read(1 << 20))
@@ -379,17 +380,21 @@ def _weights_digest(h, path: Path) -> None:
         h.update(f.read())
 
 
-def model_fingerprint(model_dir: str | Path) -> str:
+def model_fingerprint(model_dir: str | Path, meanflow_file: str | Path | None = None) -> str:
     """Identity of the weights a voice depends on (ve.pt and s3gen.pt, plus a nutq sidecar's sizes).
 
-    T3 is left out: a voice's tensors are computed by the voice encoder and S3Gen only."""
+    T3 is left out: a voice's tensors are computed by the voice encoder and S3Gen only.
+    `meanflow_file`: the voice is prepared with the distilled decoder's S3Gen (its own S3 tokenizer
+    and CAMPPlus weights), which then replaces s3gen.pt in the fingerprint, so a voice made for one
+    decoder is never taken for the other's."""
     from ..checkpoints import files as ckfiles
 
     root = Path(model_dir)
     h = hashlib.sha256()
-    for name in (ckfiles.VE_FILE, ckfiles.S3GEN_FILE):
+    s3gen = (ckfiles.MEANFLOW_FILE, Path(meanflow_file)) if meanflow_file else (ckfiles.S3GEN_FILE, root / ckfiles.S3GEN_FILE)
+    for name, path in ((ckfiles.VE_FILE, root / ckfiles.VE_FILE), s3gen):
         h.update(name.encode() + b"\0")
-        _weights_digest(h, root / name)
+        _weights_digest(h, path)
     sidecar = root / ckfiles.SIDECAR_FILE
     if sidecar.exists():
         h.update(sidecar.read_bytes())

@@ -1,6 +1,8 @@
 """The model components of a checkpoint: their config types, official and tiny sizes, builders.
 
-One row per file of the official layout. `configs_for_size` and `configs_from_sidecar` give the
+One row per file of the official multilingual layout. The distilled meanflow decoder is an S3Gen
+too, whose sizes are always those of the checkpoint's `s3gen` (`build_meanflow`, `load_meanflow`),
+so it has no config of its own in a sidecar. `configs_for_size` and `configs_from_sidecar` give the
 configs to build; `load_component` builds one on the meta device and loads its file strictly.
 """
 
@@ -11,7 +13,8 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["COMPONENTS", "configs_for_size", "configs_from_sidecar", "build", "load_component"]
+__all__ = ["COMPONENTS", "configs_for_size", "configs_from_sidecar", "build", "load_component", "build_meanflow",
+           "load_meanflow"]
 
 
 @dataclass(frozen=True)
@@ -115,3 +118,18 @@ def load_component(root, name: str, cfg: Any, *, dtype: torch.dtype | None = Non
 
     path = Path(root) / COMPONENTS[name].filename
     return load_module(lambda: COMPONENTS[name].module(cfg), path, dtype=dtype, device=device)
+
+
+def build_meanflow(s3gen_cfg: Any) -> torch.nn.Module:
+    """The distilled decoder: an S3Gen of the checkpoint's sizes with the meanflow estimator."""
+    from .s3gen.model import S3Gen, with_meanflow
+
+    return S3Gen(with_meanflow(s3gen_cfg)).eval()
+
+
+def load_meanflow(path, s3gen_cfg: Any, *, dtype: torch.dtype | None = None, device="cpu") -> torch.nn.Module:
+    """`s3gen_meanflow.safetensors` loaded strictly (memory-mapped, or streamed and cast with dtype)."""
+    from .loading import load_module
+
+    return load_module(lambda: build_meanflow(s3gen_cfg), path, dtype=dtype, device=device)
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from ..cli_args import add_flow_arguments, flow_from_args
 from .config import ServeConfig  # a plain dataclass: cheap enough for `nutq --help`
 
 _DEFAULTS = ServeConfig()  # one source for the defaults shown and used
@@ -24,6 +25,7 @@ def add_parser(sub) -> None:
                    help="step each stream alone in its own thread instead of batching all streams' steps")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="T3 weights dtype (default: file's)")
+    add_flow_arguments(p)
     p.add_argument("--voice-store", help="directory where registered voices persist")
     p.add_argument("--api-key", action="append", default=[],
                    help="require this key (repeatable; also $NUTQ_API_KEYS, comma-separated)")
@@ -68,7 +70,9 @@ def _serve(args) -> int:
                          drain_timeout_s=args.drain_timeout, max_frame_bytes=args.ws_max_size,
                          metrics_public=not args.private_metrics)
     configure_logging(args.log_format, args.log_level.upper())
-    tts = TTS(resolve(args.model_dir, revision=args.revision), device=args.device, dtype=args.dtype,
+    flow = flow_from_args(args)
+    files = resolve(args.model_dir, revision=args.revision, flow=flow.kind, meanflow_revision=args.meanflow_revision)
+    tts = TTS(files, device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype, flow=flow,
               max_sessions=args.max_sessions, voice_store=args.voice_store, scheduler=not args.no_scheduler)
     app = create_app(tts, config)
     # ws_max_size twice the app's limit: a message a little over the limit gets the protocol's

@@ -6,6 +6,11 @@ Input per frame: concat(x_t, mu, speaker, cond) = 4 x 80 channels. The network i
 projection back to 80 mel channels. Convolutions are causal (left padding only) but the transformer
 blocks attend in both directions, with padded frames hidden as keys by an additive -1e10 bias.
 
+The meanflow variant (the distilled 2-step decoder of `s3gen_meanflow.safetensors`) embeds t and
+r with the same sinusoid + `time_mlp`, concatenates the two and mixes them with one bias-free
+linear layer (`time_embed_mixer`, 2·time_dim -> time_dim, registered last as in the official
+module); the mixed embedding is what every resnet block receives. Nothing else differs.
+
 State-dict keys equal the official `flow.decoder.estimator.*` keys without that prefix, including
 the diffusers names inside the transformer blocks (`attn1.to_q`, `ff.net.0.proj`, `norm3`, ...).
 """
@@ -31,6 +36,9 @@ class EstimatorConfig:
     n_blocks: int = 4  # transformer blocks per stage
     n_mid: int = 12  # mid stages
     ff_mult: int = 4
+    # The distilled (meanflow) decoder: the network also takes the end time r of the step and mixes
+    # the embeddings of t and r (`time_embed_mixer`); it then predicts the average velocity over [t, r].
+    meanflow: bool = False
 
     @property
     def in_channels(self) -> int:
@@ -197,10 +205,23 @@ class ConditionalDecoder(nn.Module):
         self.up_blocks = nn.ModuleList([_stage(cfg, 2 * c, with_conv=True)])
         self.final_block = CausalBlock(c, c)
         self.final_proj = nn.Conv1d(c, cfg.n_mels, 1)
+        if cfg.meanflow:
+            self.time_embed_mixer = nn.Linear(2 * cfg.time_dim, cfg.time_dim, bias=False)
 
     @property
     def dtype(self) -> torch.dtype:
         return self.final_proj.weight.dtype
+
+    def _time_embedding(self, t: Tensor, r: Tensor | None, dtype: torch.dtype) -> Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.cfg.in_channels).to(dtype))
+        if not self.cfg.meanflow:
+            if r is not None:
+                raise ValueError("this estimator is not a meanflow estimator: it takes no end time r")
+            return emb
+        if r is None:
+            raise ValueError("a meanflow estimator needs the step's end time r")
+        emb_r = self.time_mlp(timestep_embedding(r, self.cfg.in_channels).to(dtype))
+        return self.time_embed_mixer(torch.cat([emb, emb_r], dim=1))
 
     @staticmethod
     def _transformers(blocks: nn.ModuleList, x: Tensor, bias: Tensor | None) -> Tensor:
@@ -218,14 +239,16 @@ class ConditionalDecoder(nn.Module):
         spks: Tensor,
         cond: Tensor,
         *,
+        r: Tensor | None = None,
         padded: bool = True,
     ) -> Tensor:
-        """mask: (B, 1, T), 1 on valid frames; t: (B,) flow time (kept in fp32 for the embedding).
+        """mask: (B, 1, T), 1 on valid frames; t: (B,) flow time (kept in fp32 for the embedding);
+        r: (B,) the end time of the step, required by (and only accepted by) a meanflow estimator.
 
         `padded=False` promises that the mask is all ones, so attention runs without a bias (the
         fast, flash-eligible path); the result is the same.
         """
-        t_emb = self.time_mlp(timestep_embedding(t, self.cfg.in_channels).to(x.dtype))  # (B, time_dim)
+        t_emb = self._time_embedding(t, r, x.dtype)  # (B, time_dim)
         x = torch.cat([x, mu, spks.unsqueeze(-1).expand(-1, -1, x.size(-1)), cond], dim=1)  # (B, 320, T)
         mask = mask.to(x.dtype)
         # Key-padding bias (B, 1, 1, T); in fp16 -1e10 becomes -inf, which softmax handles.

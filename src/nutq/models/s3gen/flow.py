@@ -110,8 +110,6 @@ class Flow(nn.Module):
         *,
         finalize: bool,
         noise: Tensor | None = None,
-        n_timesteps: int = 10,
-        cfg_rate: float = 0.7,
         generator: torch.Generator | None = None,
         solver: Solver | None = None,
     ) -> Tensor:
@@ -124,7 +122,8 @@ class Flow(nn.Module):
         noise: (1|B, 80, >= T_mel) with T_mel = 2·(Tp+Tn) (minus 6 if not finalize); it covers the
         prompt frames too and only its first T_mel frames are used, so one noise tensor drawn for
         the longest prefix serves every streaming call. None draws N(0,1) with `generator`.
-        `solver` replaces the default `EulerCFG(n_timesteps, cfg_rate)` (e.g. a distilled solver).
+        `solver`: how the estimator is integrated; the official `EulerCFG()` (10 steps, CFG 0.7) by
+        default, `MeanFlowEuler()` for a meanflow estimator.
         With `finalize=False` the 6 frames are cut from the padded end, so rows should be unpadded;
         with no more than 3 new tokens nothing is ready yet and an empty (B, 80, 0) mel is returned.
         """
@@ -156,7 +155,7 @@ class Flow(nn.Module):
                 raise ValueError(f"noise has {noise.size(-1)} frames, this call needs {t_mel}")
             z = _batch(noise[..., :t_mel].to(device=dev, dtype=mu.dtype), b)
 
-        feat = self.decoder(z, mu, mask, spks, cond, solver or EulerCFG(n_timesteps, cfg_rate))
+        feat = self.decoder(z, mu, mask, spks, cond, solver or EulerCFG())
         return feat[:, :, n_prompt:]
 
     @torch.inference_mode()
@@ -169,8 +168,6 @@ class Flow(nn.Module):
         embedding: Tensor,
         noise: Tensor,
         *,
-        n_timesteps: int = 10,
-        cfg_rate: float = 0.7,
         solver: Solver | None = None,
     ) -> Tensor:
         """Rows that each bring their own voice prompt and length, in one call (batched streaming).
@@ -191,5 +188,4 @@ class Flow(nn.Module):
         frames = torch.arange(t_mel, device=mu.device)
         mask = (frames < mel_len.to(mu.device).unsqueeze(1)).unsqueeze(1).to(mu.dtype)  # (B, 1, T_mel)
         spks = self._spks(embedding, tokens.size(0))  # (B, 80)
-        return self.decoder(noise.to(mu.dtype), mu, mask, spks, cond.to(mu.dtype),
-                            solver or EulerCFG(n_timesteps, cfg_rate))
+        return self.decoder(noise.to(mu.dtype), mu, mask, spks, cond.to(mu.dtype), solver or EulerCFG())

@@ -1,6 +1,8 @@
 """S3Gen as one module whose state dict is the official `s3gen.pt`:
 `tokenizer.*` (S3 speech tokenizer), `speaker_encoder.*` (CAMPPlus), `flow.*` (token -> mel),
-`mel2wav.*` (HiFT vocoder).
+`mel2wav.*` (HiFT vocoder). With a meanflow estimator config (`S3GEN_FULL_MEANFLOW`) it is the
+distilled decoder, whose state dict is `s3gen_meanflow.safetensors`: the same tensors plus
+`flow.decoder.estimator.time_embed_mixer.weight`.
 
 Randomness is explicit everywhere (flow noise, HiFT source phase/noise) so offline, streaming and
 batched callers can reproduce each other exactly.
@@ -17,13 +19,14 @@ from ...audio.fade import apply_trim_fade
 from ...audio.mel24k import MelSpectrogram24k
 from ...audio.resample import resample_sinc
 from .campplus import CAMPPLUS_FULL, CAMPPLUS_TINY, CAMPPlus, CAMPPlusConfig
+from .cfm import EulerCFG, MeanFlowEuler, Solver
 from .flow import FLOW_FULL, FLOW_TINY, Flow, FlowConfig
 from .hift import FULL as HIFT_FULL
 from .hift import TINY as HIFT_TINY
 from .hift import HiFTConfig, HiFTGenerator
 from .s3tokenizer import S3_TOKENIZER_FULL, S3_TOKENIZER_TINY, S3Tokenizer, S3TokenizerConfig
 
-__all__ = ["S3GenConfig", "S3GEN_FULL", "S3GEN_TINY", "S3Gen", "RefDict", "S3GEN_SR", "S3_SR"]
+__all__ = ["S3GenConfig", "S3GEN_FULL", "S3GEN_TINY", "S3GEN_FULL_MEANFLOW", "with_meanflow", "S3Gen", "RefDict", "S3GEN_SR", "S3_SR"]
 
 S3GEN_SR = 24_000
 S3_SR = 16_000
@@ -41,6 +44,14 @@ S3GEN_FULL = S3GenConfig()
 # Tiny widths everywhere, but the flow keeps the full 6561-token vocabulary so that tokens sampled
 # by a tiny T3 are valid input end to end.
 S3GEN_TINY = S3GenConfig(S3_TOKENIZER_TINY, CAMPPLUS_TINY, replace(FLOW_TINY, vocab_size=6561), HIFT_TINY)
+
+
+def with_meanflow(cfg: S3GenConfig) -> S3GenConfig:
+    """The distilled decoder's config for an S3Gen of these sizes (only the estimator changes)."""
+    return replace(cfg, flow=replace(cfg.flow, estimator=replace(cfg.flow.estimator, meanflow=True)))
+
+
+S3GEN_FULL_MEANFLOW = with_meanflow(S3GEN_FULL)
 
 
 @dataclass
@@ -93,19 +104,28 @@ class S3Gen(nn.Module):
     def speaker_encoder_dtype(self) -> torch.dtype:
         return next(self.speaker_encoder.parameters()).dtype
 
+    @property
+    def meanflow(self) -> bool:
+        """True for the distilled decoder (`s3gen_meanflow.safetensors`)."""
+        return self.cfg.flow.estimator.meanflow
+
+    def default_solver(self) -> Solver:
+        """The official solver for this decoder: 10-step CFG Euler, or 2-step meanflow Euler."""
+        return MeanFlowEuler() if self.meanflow else EulerCFG()
+
     @torch.inference_mode()
     def flow_mel(self, tokens: torch.Tensor, ref: RefDict, *, finalize: bool = True, noise=None,
-                 generator: torch.Generator | None = None, n_timesteps: int = 10) -> torch.Tensor:
+                 generator: torch.Generator | None = None, solver: Solver | None = None) -> torch.Tensor:
         """(1, Tn) tokens -> (1, 80, 2*Tn) mel (6 frames fewer when not finalize)."""
         return self.flow.inference(tokens.reshape(1, -1), None, ref.prompt_token, ref.prompt_token_len,
                                    ref.prompt_feat, ref.embedding, finalize=finalize, noise=noise,
-                                   generator=generator, n_timesteps=n_timesteps)
+                                   generator=generator, solver=solver or self.default_solver())
 
     @torch.inference_mode()
     def inference(self, tokens: torch.Tensor, ref: RefDict, *, noise=None, generator: torch.Generator | None = None,
-                  n_timesteps: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+                  solver: Solver | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Offline synthesis as the official `S3Gen.inference`: (1, N*960) waveform (trim-faded) and
-        the HiFT source."""
-        mel = self.flow_mel(tokens, ref, finalize=True, noise=noise, generator=generator, n_timesteps=n_timesteps)
+        the HiFT source. `solver` defaults to this decoder's official one (`default_solver`)."""
+        mel = self.flow_mel(tokens, ref, finalize=True, noise=noise, generator=generator, solver=solver)
         wav, source = self.mel2wav.inference(mel.to(self.dtype), generator=generator)
         return apply_trim_fade(wav), source
