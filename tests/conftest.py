@@ -55,6 +55,17 @@ def run_generator(script: str, out: Path, *args: str):
     return read_fixture(out)
 
 
+def adjust_conv_post(hift, adjust: dict) -> None:
+    """The HiFT `conv_post` change the parity generators make on both sides (tools/parity/hift.py):
+    weight-norm magnitude scaled and log-magnitude biases shifted, for realistic amplitudes."""
+    import torch
+
+    conv_post = hift.conv_post
+    with torch.no_grad():
+        conv_post.parametrizations.weight.original0.mul_(adjust["g_scale"])
+        conv_post.bias[: conv_post.bias.shape[0] // 2].add_(adjust["logmag_bias_shift"])
+
+
 @pytest.fixture(scope="session")
 def vocab_path() -> Path:
     if not FIXTURE_VOCAB.exists():

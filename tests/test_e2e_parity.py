@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_golden, run_generator
+from conftest import adjust_conv_post, load_golden, run_generator
 from nutq.checkpoints.make import make_checkpoint
 from nutq.engine import generate
 from nutq.tts import TTS
@@ -33,11 +33,7 @@ TOL = 1e-4
 
 def adjusted_tts(root, meta: dict) -> TTS:
     tts = TTS.from_local(root)
-    adj = meta["conv_post_adjust"]
-    conv_post = tts.s3gen.mel2wav.conv_post
-    with torch.no_grad():
-        conv_post.parametrizations.weight.original0.mul_(adj["g_scale"])
-        conv_post.bias[: conv_post.bias.shape[0] // 2].add_(adj["logmag_bias_shift"])
+    adjust_conv_post(tts.s3gen.mel2wav, meta["conv_post_adjust"])
     return tts
 
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from conftest import load_golden, run_generator
+from conftest import adjust_conv_post, load_golden, run_generator
 from nutq.checkpoints.make import make_checkpoint
 from nutq.models.random_init import randomize_module
 from nutq.models.registry import build_meanflow
@@ -132,11 +132,7 @@ def test_linear_grid():
 
 def e2e_tts(root, meta) -> TTS:
     tts = TTS.from_local(root, flow="meanflow")
-    adj = meta["conv_post_adjust"]
-    conv_post = tts.s3gen.mel2wav.conv_post
-    with torch.no_grad():
-        conv_post.parametrizations.weight.original0.mul_(adj["g_scale"])
-        conv_post.bias[: conv_post.bias.shape[0] // 2].add_(adj["logmag_bias_shift"])
+    adjust_conv_post(tts.s3gen.mel2wav, meta["conv_post_adjust"])
     return tts
 
 

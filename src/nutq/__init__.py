@@ -5,7 +5,7 @@ Importing this package is cheap: heavy modules (torch models, the engine) load o
 
 __version__ = "0.1.0"
 
-__all__ = ["TTS", "__version__"]
+__all__ = ["TTS", "FlowOptions", "__version__"]
 
 
 def __getattr__(name: str):
@@ -14,4 +14,8 @@ def __getattr__(name: str):
         from .tts import TTS
 
         return TTS
+    if name == "FlowOptions":
+        from .engine.flow_options import FlowOptions
+
+        return FlowOptions
     raise AttributeError(f"module 'nutq' has no attribute {name!r}")

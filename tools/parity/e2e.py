@@ -46,43 +46,47 @@ def sibling(name: str):
     return module
 
 
+def tiny_s3gen(seed: int, meanflow: bool = False):
+    """The official `S3Token2Wav(meanflow)` with its parts built at nutq's tiny sizes."""
+    from chatterbox.models.s3gen import s3gen as s3gen_mod
+
+    from nutq.models.s3gen.model import S3GEN_TINY
+
+    def tiny_flow(**_):
+        flow = sibling("flow").build_official("tiny", meanflow=meanflow)
+        # nutq's tiny S3Gen keeps the full 6561-token vocabulary (T3 emits those ids).
+        flow.vocab_size = S3GEN_TINY.flow.vocab_size
+        flow.input_embedding = torch.nn.Embedding(flow.vocab_size, flow.input_embedding.embedding_dim)
+        return flow
+
+    parts = {
+        "S3Tokenizer": lambda *_: sibling("s3tokenizer").build_official("tiny", seed)[0],
+        "CAMPPlus": lambda **_: sibling("campplus").build_official("tiny", seed)[0],
+        # the full-size encoder/estimator/F0 predictor are only passed into the two below
+        "UpsampleConformerEncoder": lambda **_: None, "ConditionalDecoder": lambda **_: None,
+        "CausalConditionalCFM": lambda **_: None, "ConvRNNF0Predictor": lambda **_: None,
+        "CausalMaskedDiffWithXvec": tiny_flow,
+        "HiFTGenerator": lambda **_: sibling("hift").build("tiny"),
+    }
+    with mock.patch.multiple(s3gen_mod, **parts):
+        return s3gen_mod.S3Token2Wav(meanflow=meanflow)  # the official __init__, with tiny parts
+
+
 def tiny_constructors(seed: int) -> dict:
     """Replacements for the three constructors `from_local` calls, building nutq's tiny sizes."""
-    from chatterbox.models.s3gen import s3gen as s3gen_mod
     from chatterbox.models.voice_encoder.config import VoiceEncConfig
     from chatterbox.models.voice_encoder.voice_encoder import VoiceEncoder
 
-    from nutq.models.s3gen.model import S3GEN_TINY
     from nutq.models.voice_encoder import TINY as VE_TINY
 
     class TinyVEConfig(VoiceEncConfig):
         ve_hidden_size = VE_TINY.hidden_size
         speaker_embed_size = VE_TINY.embed_size
 
-    def tiny_flow(**_):
-        flow = sibling("flow").build_official("tiny")
-        # nutq's tiny S3Gen keeps the full 6561-token vocabulary (T3 emits those ids).
-        flow.vocab_size = S3GEN_TINY.flow.vocab_size
-        flow.input_embedding = torch.nn.Embedding(flow.vocab_size, flow.input_embedding.embedding_dim)
-        return flow
-
-    def tiny_s3gen():
-        parts = {
-            "S3Tokenizer": lambda *_: sibling("s3tokenizer").build_official("tiny", seed)[0],
-            "CAMPPlus": lambda **_: sibling("campplus").build_official("tiny", seed)[0],
-            # the full-size encoder/estimator/F0 predictor are only passed into the two below
-            "UpsampleConformerEncoder": lambda **_: None, "ConditionalDecoder": lambda **_: None,
-            "CausalConditionalCFM": lambda **_: None, "ConvRNNF0Predictor": lambda **_: None,
-            "CausalMaskedDiffWithXvec": tiny_flow,
-            "HiFTGenerator": lambda **_: sibling("hift").build("tiny"),
-        }
-        with mock.patch.multiple(s3gen_mod, **parts):
-            return s3gen_mod.S3Token2Wav()  # the official __init__, with tiny parts
-
     return {
         "VoiceEncoder": lambda: VoiceEncoder(TinyVEConfig()),
         "T3": lambda hp: sibling("t3").build_official("tiny", seed)[0],
-        "S3Gen": tiny_s3gen,
+        "S3Gen": lambda: tiny_s3gen(seed),
     }
 
 

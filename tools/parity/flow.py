@@ -113,6 +113,18 @@ def fixed_noise_and_record(flow, noise: torch.Tensor, record: dict):
         yield
 
 
+def estimator_inputs(g: torch.Generator, t: torch.Tensor, n: int = 24) -> dict:
+    """Inputs of one estimator call at two flow times `t`, the second row padded (17 of n frames valid)."""
+    return {
+        "x": torch.randn(2, 80, n, generator=g),
+        "mask": (torch.arange(n) < torch.tensor([[n], [17]])).float().unsqueeze(1),
+        "mu": torch.randn(2, 80, n, generator=g),
+        "t": t,
+        "spks": torch.randn(2, 80, generator=g),
+        "cond": torch.randn(2, 80, n, generator=g),
+    }
+
+
 def run_flow(flow, noise, *, finalize, token, token_len, prompt_token, prompt_feat, embedding):
     rec: dict = {}
     with fixed_noise_and_record(flow, noise, rec):
@@ -165,16 +177,7 @@ def main() -> None:
         h, h_mask = flow.encoder(enc_x, enc_len)
         t.update({"in.enc_x": enc_x, "in.enc_len": enc_len, "out.enc_h": h, "out.enc_mask": h_mask})
 
-        # Estimator alone: one call at two flow times, second row padded (valid 17 of 24 frames).
-        n = 24
-        est_in = {
-            "x": torch.randn(2, 80, n, generator=g),
-            "mask": (torch.arange(n) < torch.tensor([[n], [17]])).float().unsqueeze(1),
-            "mu": torch.randn(2, 80, n, generator=g),
-            "t": torch.tensor([0.3, 0.85]),
-            "spks": torch.randn(2, 80, generator=g),
-            "cond": torch.randn(2, 80, n, generator=g),
-        }
+        est_in = estimator_inputs(g, torch.tensor([0.3, 0.85]))
         t.update({f"in.est_{k}": v for k, v in est_in.items()})
         t["out.est"] = flow.decoder.estimator(**est_in)
 

@@ -102,16 +102,8 @@ def flow_part(size: str, seed: int) -> dict:
         with prompt_noise(noise):
             t["out.cfg0_final"], _ = cfm.inference(**voice, finalize=True, n_timesteps=10)
 
-        n = 24
-        est_in = {
-            "x": torch.randn(2, 80, n, generator=g),
-            "mask": (torch.arange(n) < torch.tensor([[n], [17]])).float().unsqueeze(1),
-            "mu": torch.randn(2, 80, n, generator=g),
-            "t": torch.tensor([0.0, 0.5]),
-            "spks": torch.randn(2, 80, generator=g),
-            "cond": torch.randn(2, 80, n, generator=g),
-            "r": torch.tensor([0.5, 1.0]),
-        }
+        est_in = flow_gen.estimator_inputs(g, torch.tensor([0.0, 0.5]))
+        est_in["r"] = torch.tensor([0.5, 1.0])
         t.update({f"in.est_{k}": v for k, v in est_in.items()})
         t["out.est"] = mf.decoder.estimator(**est_in)
     return t
@@ -130,27 +122,7 @@ def load_official_meanflow(size: str, ckpt: Path, seed: int):
     from chatterbox.models.s3gen import s3gen as s3gen_mod
     from safetensors.torch import load_file
 
-    from nutq.models.s3gen.model import S3GEN_TINY
-
-    if size == "full":
-        model = s3gen_mod.S3Token2Wav(meanflow=True)
-    else:
-        def tiny_flow(**_):
-            flow = sibling("flow").build_official("tiny", meanflow=True)
-            flow.vocab_size = S3GEN_TINY.flow.vocab_size
-            flow.input_embedding = torch.nn.Embedding(flow.vocab_size, flow.input_embedding.embedding_dim)
-            return flow
-
-        parts = {
-            "S3Tokenizer": lambda *_: sibling("s3tokenizer").build_official("tiny", seed)[0],
-            "CAMPPlus": lambda **_: sibling("campplus").build_official("tiny", seed)[0],
-            "UpsampleConformerEncoder": lambda **_: None, "ConditionalDecoder": lambda **_: None,
-            "CausalConditionalCFM": lambda **_: None, "ConvRNNF0Predictor": lambda **_: None,
-            "CausalMaskedDiffWithXvec": tiny_flow,
-            "HiFTGenerator": lambda **_: sibling("hift").build("tiny"),
-        }
-        with mock.patch.multiple(s3gen_mod, **parts):
-            model = s3gen_mod.S3Token2Wav(meanflow=True)
+    model = s3gen_mod.S3Token2Wav(meanflow=True) if size == "full" else sibling("e2e").tiny_s3gen(seed, meanflow=True)
     weights = load_file(str(ckpt / "s3gen_meanflow.safetensors"))
     model.load_state_dict(weights, strict=True)  # exactly as the official Turbo wrapper
     return model.eval()

@@ -22,7 +22,7 @@ from ..errors import NutqError
 DEFAULT_TEXT = "مرحبا، أنا نطق، مساعدك الصوتي. كيف يمكنني مساعدتك اليوم؟"
 HISTORY = Path(os.environ.get("NUTQ_BENCH_HISTORY", Path.home() / ".cache" / "nutq" / "bench-history.jsonl"))
 SHOWN = ("frontend_ms", "prefill_ms", "first_token_ms", "first_chunk_vocoder_ms", "first_chunk_flow_ms",
-         "first_chunk_hift_ms", "ttfa_ms", "ttfa_p95_ms",
+         "first_chunk_hift_ms", "flow_ms_per_render", "renders", "ttfa_ms", "ttfa_p95_ms",
          "t3_tokens", "t3_tokens_per_s", "chunks", "max_gap_ms", "underruns", "rtf", "audio_s", "peak_rss_mb",
          "peak_cuda_mb")
 

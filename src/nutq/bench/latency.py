@@ -41,14 +41,14 @@ def _peak_rss_mb() -> float:
 
 
 def measure_stream(tts, text: str, *, voice=None, language: str = "ar", params=None, seed: int = 0,
-                   guard="official", schedule=None, segment: bool = False) -> dict:
+                   guard="official", schedule=None, segment: bool = False, flow=None) -> dict:
     """Run one request through `tts.stream` and return its per-stage numbers (seconds unless _ms)."""
     cuda = tts.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(tts.device)
     t0 = time.perf_counter()
     stream = tts.stream(text, voice, language, params=params, seed=seed, guard=guard, schedule=schedule,
-                        segment=segment)
+                        segment=segment, flow=flow)
     t_frontend = time.perf_counter() - t0
     arrivals, durations = [], []
     for chunk in stream:
@@ -72,6 +72,8 @@ def measure_stream(tts, text: str, *, voice=None, language: str = "ar", params=N
         "first_chunk_vocoder_ms": 1e3 * (first.first_chunk_vocoder_s or 0.0),
         "first_chunk_flow_ms": first.first_chunk_flow_ms or 0.0,
         "first_chunk_hift_ms": first.first_chunk_hift_ms or 0.0,
+        "renders": sum(t.renders for t in tm),
+        "flow_ms_per_render": sum(t.flow_ms for t in tm) / max(1, sum(t.renders for t in tm)),
         "ttfa_ms": 1e3 * (stream.first_audio_latency or float("nan")),
         "t3_tokens": tokens,
         "t3_tokens_per_s": tokens / decode_s if decode_s > 0 else 0.0,

@@ -6,15 +6,30 @@ look-ahead and the held-back seam frames (8 frames = 4 tokens by default), so ch
 once `sum(sizes[:i+1])` tokens of audio are releasable, 7 tokens later by default
 (`StreamingToWav.next_due` says when, in tokens received). Counting audio makes the schedule a
 playback plan: a chunk covers its own duration of playback, during which the next must be made.
-The issue asked for a first chunk "after 2-4 tokens"; with a 3-token look-ahead no frame exists
+A first chunk "after 2-4 tokens received" is impossible: with a 3-token look-ahead no frame exists
 before the 4th token, so the first chunk's size is counted in audio instead.
 
-Default 3 -> 6 -> 12 -> 24 -> 24 ... (first chunk with token 10): the first chunk is 120 ms, of
-which the official trim fade silences 20 ms and fades 20 ms. Fewer tokens leave too little
-playback to cover the wait for the second chunk (6 more T3 steps plus one flow + HiFT call); more
-delay first audio by one T3 step each. Doubling lets every chunk hide the production of the next
-while the number of flow calls (each re-encodes the whole voice prompt) stays small; from then on
-one call per 24 tokens (~1 s of audio).
+Every render costs about the same whatever its size, because the flow re-encodes and re-solves
+the whole voice prompt (its attention is bidirectional: nothing can be cached). So the schedule
+trades first-audio latency (small first chunks) against the number of renders (large later ones),
+and the right sizes depend on what one render costs. Playback stays ahead while, for every chunk,
+size_i · 40 ms >= size_{i+1} · (one T3 step) + (one render).
+
+`CFM_SCHEDULE`, for the official 10-step CFG decoder: 3 -> 6 -> 12 -> 24 -> 24 ... (first chunk
+with token 10). The first chunk is 120 ms, of which the official trim fade silences 20 ms and fades
+20 ms. Fewer tokens leave too little playback to cover the wait for the second chunk (6 more T3
+steps plus one flow + HiFT call); more delay first audio by one T3 step each. Doubling lets every
+chunk hide the production of the next while the number of flow calls stays small; from then on one
+call per 24 tokens (~1 s of audio).
+
+`MEANFLOW_SCHEDULE`, for the distilled 2-step decoder: 2 -> 4 -> 8 -> 16 -> 16 ... (first chunk with
+token 9). A render costs about a tenth as much (2 estimator passes of one row instead of 10 of
+two; measured on CPU at full size: benchmarks/flow_choice.py in BENCHMARKS.md), so the first chunk
+can be one token smaller (80 ms: 40 ms of audio after the 40 ms trim fade; a 1-token first chunk
+would be the fade alone) and the wait for the second chunk, 4 T3 steps + one cheap render, still
+fits in its 80 ms on a GPU. Capping at 16 instead of 24 spreads the steady renders more evenly
+over playback (smaller bursts for a batched vocoder) at a flow cost per token that is still about
+six times below the 10-step decoder's at 24.
 """
 
 from __future__ import annotations

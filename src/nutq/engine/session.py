@@ -69,6 +69,8 @@ class SessionTimings:
     first_chunk_flow_ms: float | None = None  # of which the flow (encoder + CFM) ...
     first_chunk_hift_ms: float | None = None  # ... and HiFT
     queue_s: float = 0.0  # waiting for a KV slot in a scheduler's queue (0 when run alone)
+    renders: int = 0  # token2wav renders so far (flow + HiFT calls) ...
+    flow_ms: float = 0.0  # ... and their flow time in total
 
 
 @dataclass
@@ -310,6 +312,7 @@ class Session:
             if vocoder.last_timing is not None:
                 tm.first_chunk_flow_ms = vocoder.last_timing.flow_ms
                 tm.first_chunk_hift_ms = vocoder.last_timing.hift_ms
+        tm.renders, tm.flow_ms = len(vocoder.timings), sum(t.flow_ms for t in vocoder.timings)
         if position is None:
             position = self.guard_position
         return SessionChunk(audio.detach().float().cpu().numpy().reshape(-1),
