@@ -126,8 +126,10 @@ def test_per_call_flow_options(cfm, meanflow):
     assert 0 < len(wav) <= 10 * 960
 
 
-def test_voices_are_keyed_to_their_decoder(cfm, meanflow, tmp_path):
+def test_voices_are_keyed_to_their_decoder(cfm, meanflow, tiny_checkpoint, tmp_path):
     assert cfm.model_id != meanflow.model_id
+    # The same identity when the meanflow file is found in the directory rather than resolved.
+    assert TTS(files.CheckpointFiles(tiny_checkpoint), flow="meanflow").model_id == meanflow.model_id
     clip = (0.1 * np.sin(np.arange(24000 * 2) * 2 * np.pi * 180 / 24000)).astype(np.float32)
     v_cfm, v_mf = cfm.prepare_voice(clip, sr=24000), meanflow.prepare_voice(clip, sr=24000)
     # Prepared with the meanflow file's own S3 tokenizer and CAMPPlus, not s3gen.pt's.

@@ -131,7 +131,7 @@ def test_speak_passes_the_watermark_choice(flag, expected, tmp_path, monkeypatch
             return np.zeros(960, dtype=np.float32)
 
     monkeypatch.setattr("nutq.tts.TTS", RecordingTTS)
-    monkeypatch.setattr("nutq.cli._resolve", lambda args: None)
+    monkeypatch.setattr("nutq.cli._resolve", lambda args, flow="cfm": None)
     assert cli.main(["speak", "مرحبا", "-o", str(tmp_path / "x.wav"), *flag]) == 0
     assert seen["watermark"] is expected
 

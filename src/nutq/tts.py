@@ -57,13 +57,15 @@ class TTS:
 
         self.files = files
         self.device = torch.device(device)
+        self.flow = parse_flow(flow)
+        # A missing meanflow file fails here, before any loading.
+        self._meanflow_file = meanflow_file = files.meanflow if self.flow.meanflow else None
         cfgs = configs_from_sidecar(files.sidecar)
         t3_dtype = DTYPES[dtype] if dtype else None
         self.t3 = load_component(files.root, "t3", cfgs["t3"], dtype=t3_dtype, device=self.device)
         self.ve = load_component(files.root, "ve", cfgs["ve"], device=self.device)
-        self.flow = parse_flow(flow)
-        if self.flow.meanflow:
-            self.s3gen = load_meanflow(files.meanflow, cfgs["s3gen"], device=self.device)
+        if meanflow_file is not None:
+            self.s3gen = load_meanflow(meanflow_file, cfgs["s3gen"], device=self.device)
         else:
             self.s3gen = load_component(files.root, "s3gen", cfgs["s3gen"], device=self.device)
         self._solver = self.flow.solver()
@@ -111,8 +113,7 @@ class TTS:
         if self._model_id is None:
             from .engine.voice_format import model_fingerprint
 
-            self._model_id = model_fingerprint(self.files.root,
-                                               self.files.meanflow if self.flow.meanflow else None)
+            self._model_id = model_fingerprint(self.files.root, self._meanflow_file)
         return self._model_id
 
     @property

@@ -41,8 +41,12 @@ def _peak_rss_mb() -> float:
 
 
 def measure_stream(tts, text: str, *, voice=None, language: str = "ar", params=None, seed: int = 0,
-                   guard="official", schedule=None, segment: bool = False, flow=None) -> dict:
-    """Run one request through `tts.stream` and return its per-stage numbers (seconds unless _ms)."""
+                   guard="official", schedule=None, segment: bool = False, flow=None,
+                   until_first_audio: bool = False) -> dict:
+    """Run one request through `tts.stream` and return its per-stage numbers (seconds unless _ms).
+
+    `until_first_audio` stops (closes the stream) at the first chunk with audio: the numbers up to
+    first audio are the same, whole-stream ones (RTF, gaps, renders) then cover only that chunk."""
     cuda = tts.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(tts.device)
@@ -54,6 +58,9 @@ def measure_stream(tts, text: str, *, voice=None, language: str = "ar", params=N
     for chunk in stream:
         arrivals.append(time.perf_counter() - t0)
         durations.append(chunk.duration)
+        if until_first_audio and chunk.duration > 0:
+            stream.close()
+            break
     total = time.perf_counter() - t0
     if cuda:
         torch.cuda.synchronize(tts.device)
