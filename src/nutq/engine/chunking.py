@@ -6,7 +6,7 @@ look-ahead and the held-back seam frames (8 frames = 4 tokens by default), so ch
 once `sum(sizes[:i+1])` tokens of audio are releasable, 7 tokens later by default
 (`StreamingToWav.next_due` says when, in tokens received). Counting audio makes the schedule a
 playback plan: a chunk covers its own duration of playback, during which the next must be made.
-The issue asked for a first chunk "after 2-4 tokens"; with a 3-token look-ahead no frame exists
+The latency target is a first chunk after 2-4 tokens; with a 3-token look-ahead no frame exists
 before the 4th token, so the first chunk's size is counted in audio instead.
 
 Default 3 -> 6 -> 12 -> 24 -> 24 ... (first chunk with token 10): the first chunk is 120 ms, of
