@@ -8,7 +8,6 @@ before the stream ends.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 import sys
@@ -376,37 +375,6 @@ def test_codec_bytes_leave_before_finish(name, rate):
     sent = headers + enc.encode(x[: len(x) // 2]) + enc.encode(x[len(x) // 2:])
     y, _, _ = _decode(sent)
     assert len(y) > 0, "no decodable audio before finish()"
-
-
-def test_flac_is_one_complete_file_with_exact_streaminfo_sent_by_finish():
-    """soundfile (libsndfile) trusts STREAMINFO's sample count, so FLAC is sent whole at the end."""
-    pytest.importorskip("av")
-    x = tone(0.9) + 0.05 * np.random.default_rng(3).standard_normal(int(0.9 * SR)).astype(np.float32)
-    enc = make_encoder(parse_format("flac"))
-    early = [enc.encode(c) for c in np.split(x, uneven_bounds(len(x)))]
-    assert early == [b""] * len(early), "a FLAC header sent before the end could not hold the length"
-    data = enc.finish()
-    pcm = to_int16(np.clip(x, -1, 1))
-    info = data[8:42]
-    assert data[:4] == b"fLaC" and data[4] == 0x80 and int.from_bytes(data[5:8], "big") == 34
-    assert int.from_bytes(info[10:18], "big") & ((1 << 36) - 1) == len(x), "total samples"
-    assert info[18:34] == hashlib.md5(pcm.astype("<i2").tobytes()).digest(), "MD5 of the samples"
-    got, rate = sf.read(io.BytesIO(data), dtype="int16")
-    assert rate == SR and np.array_equal(got, pcm)
-
-
-def test_flac_without_the_encoders_final_streaminfo_keeps_the_count_and_no_wrong_md5(monkeypatch):
-    pytest.importorskip("av")
-    from nutq.serve.av_codec import AvPacketEncoder
-
-    monkeypatch.setattr(AvPacketEncoder, "final_extradata", property(lambda self: None))
-    x = tone(0.3)
-    enc = make_encoder(parse_format("flac"))
-    enc.encode(x)
-    data = enc.finish()
-    assert int.from_bytes(data[18:26], "big") & ((1 << 36) - 1) == len(x)
-    assert data[26:42] == bytes(16), "an MD5 of 0 means 'not computed'; a stale one would fail verification"
-    assert len(sf.read(io.BytesIO(data))[0]) == len(x)
 
 
 def test_flac_is_lossless_against_the_16_bit_signal():
