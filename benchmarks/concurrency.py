@@ -1,6 +1,7 @@
 """Concurrent streams: TTFA p50/p95/p99, RTF, underruns, tokens/s and memory against N.
 
-The same as `nutq bench --concurrency ...`, with this issue's defaults:
+The same as `nutq bench --concurrency ...`, with the defaults of the
+recorded concurrency study (concurrency 1,4,16,32,64, both arrival patterns, one trial):
 
     python benchmarks/concurrency.py --model-dir DIR [--device cuda --dtype bf16] \
         [--concurrency 1,4,16,32,64] [--arrival both] [--sequential] [--tokens 100]

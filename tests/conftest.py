@@ -16,8 +16,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden"
-SHARED = REPO.parent / "shared"
-FIXTURE_VOCAB = SHARED / "fixtures" / "chatterbox-mtl-tokenizer" / "grapheme_mtl_merged_expanded_v1.json"
+# The real multilingual tokenizer vocabulary: the copy nutq ships (MIT, see src/nutq/assets/NOTICE.md).
+FIXTURE_VOCAB = REPO / "src" / "nutq" / "assets" / "grapheme_mtl_merged_expanded_v1.json"
+# The official state-dict listings, written by tools/parity/statedicts.py (see tests/fixtures/README.md).
+STATEDICTS = REPO / "tests" / "fixtures" / "statedicts"
 
 
 def read_fixture(path: Path):
@@ -73,17 +75,15 @@ def vocab_path() -> Path:
     return FIXTURE_VOCAB
 
 
-STATEDICTS = SHARED / "reference" / "statedicts"
-
-
 @pytest.fixture(scope="session")
 def statedict_listing():
-    """Parse a shared/reference/statedicts listing into {key: shape} (None-valued keys dropped)."""
+    """Parse a tests/fixtures/statedicts listing into {key: shape}, in file order (None-valued keys
+    dropped)."""
 
     def parse(name: str, strip_prefix: str = "") -> dict[str, tuple[int, ...]]:
         path = STATEDICTS / name
         if not path.exists():
-            pytest.fail(f"official state-dict listing missing at {path} (shared/ must sit beside the repo)")
+            pytest.fail(f"official state-dict listing missing at {path}; regenerate with tools/parity/statedicts.py")
         out = {}
         for line in path.read_text().splitlines():
             parts = line.split()

@@ -2,8 +2,8 @@
 
 Fixture: tests/golden/campplus.safetensors from tools/parity/campplus.py (official `inference()` =
 Kaldi fbank + mean removal + forward, and `forward()` on raw features, plus the frame-level
-activations before pooling). Tolerance 1e-4 max abs on x-vectors and frame features (the brief's
-bound; both sides run the same fp32 ops in the same order: observed 0.0 for tiny and full).
+activations before pooling). Tolerance 1e-4 max abs on x-vectors and frame features (the
+project's parity bound for features; both sides run the same fp32 ops in the same order: observed 0.0 for tiny and full).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Fixture: tests/golden/e2e.safetensors from tools/parity/e2e.py: the official `fr
 The text ids T3 receives are compared too (official `punc_norm` + tokenizer vs nutq `text_ids`
 without the Arabic frontend).
 
-Tolerance 1e-4 max abs on the waveform (the issue's bound for HiFT; observed tiny 0.0).
+Tolerance 1e-4 max abs on the waveform (the parity bound used for HiFT's waveform; observed tiny 0.0).
 """
 
 from __future__ import annotations

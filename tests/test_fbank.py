@@ -2,7 +2,7 @@
 
 Fixture: tests/golden/campplus.safetensors (tools/parity/campplus.py records torchaudio's fbank of
 a synthetic voice and of white noise at edge-case lengths). Tolerance 1e-4 max abs on log energies
-(the brief's bound); the float32 Kaldi mel bank makes the result bit-identical in practice (0.0).
+(the project's parity bound for features); the float32 Kaldi mel bank makes the result bit-identical in practice (0.0).
 """
 
 from __future__ import annotations

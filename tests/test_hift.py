@@ -5,14 +5,13 @@ a documented `conv_post` adjustment so the waveform is not clamped). The officia
 the fixture holds sources from official calls under `torch.manual_seed(n)`, which nutq reproduces
 with `torch.Generator().manual_seed(n)` (same draws, same order).
 
-Tolerances: waveform and F0 1e-4 max abs (the brief's bound; both sides run the same fp32 CPU
+Tolerances: waveform and F0 1e-4 max abs (the project's parity bound for waveforms; both sides run the same fp32 CPU
 kernels and agree bit for bit today, so anything above ~1e-6 means a real change); sources 1e-6.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,7 +22,6 @@ from nutq.models.random_init import randomize_module
 from nutq.models.s3gen.hift import FULL, TINY, HiFTConfig, HiFTGenerator
 from nutq.models.s3gen.source import draw_source_randomness, sine_excitation
 
-STATEDICTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "statedicts"
 WAV_TOL = 1e-4
 SRC_TOL = 1e-6
 
@@ -98,14 +96,8 @@ def assert_errs(errs: dict[str, float]) -> None:
 # ------------------------------------------------------------------ structure
 
 
-def test_full_state_dict_matches_official_listing():
-    listing = STATEDICTS / "s3gen_hift_mel2wav.txt"
-    if not listing.exists():
-        pytest.fail(f"official state-dict listing missing at {listing} (expected ../shared beside the repo)")
-    want = {}
-    for line in listing.read_text().splitlines():
-        name, shape, _dtype = line.split()
-        want[name.removeprefix("mel2wav.")] = tuple(int(x) for x in shape.strip("()").split(",") if x)
+def test_full_state_dict_matches_official_listing(statedict_listing):
+    want = statedict_listing("s3gen_hift_mel2wav.txt", strip_prefix="mel2wav.")
     with torch.device("meta"):
         sd = HiFTGenerator(FULL).state_dict()
     got = {k: tuple(v.shape) for k, v in sd.items()}

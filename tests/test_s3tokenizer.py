@@ -3,7 +3,7 @@
 Fixture: tests/golden/s3tokenizer.safetensors from tools/parity/s3tokenizer.py (two synthetic
 utterances of 1.9 s and 2.7 s tokenized as one batch, and one with max_len=50).
 Tolerances and why:
-- tokens: identical (the brief's requirement). FSQ rounds tanh(·)·0.999 at ±0.5; the fixture
+- tokens: identical (a token off changes the speech the flow renders). FSQ rounds tanh(·)·0.999 at ±0.5; the fixture
   records the official pre-rounding values so a failure can be told apart from a tie (the
   closest value in the fixture is 8e-4 from a boundary, far above fp32 noise).
 - DSP buffers: our Slaney bank vs librosa's 1e-7 (observed 4e-9); window exact.

@@ -8,8 +8,6 @@ differences left (measured ~1e-7) come from the mel's float32 rounding and LSTM 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -19,7 +17,6 @@ from nutq.models.random_init import randomize_module
 from nutq.models.voice_encoder import FULL, TINY, VoiceEncoder, VoiceEncoderConfig
 
 EMBED_ATOL = 1e-5
-STATEDICTS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "statedicts"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,23 +40,12 @@ def _model(meta) -> VoiceEncoder:
     return randomize_module(VoiceEncoder(cfg), meta["seed"]).eval()
 
 
-def _official_listing() -> list[tuple[str, tuple[int, ...]]]:
-    path = STATEDICTS / "ve.txt"
-    if not path.exists():
-        pytest.fail(f"official state-dict listing missing at {path} (shared/reference beside the repo)")
-    rows = []
-    for line in path.read_text().splitlines():
-        name, shape, _ = line.split()
-        rows.append((name, tuple(int(s) for s in shape.strip("()").split(",") if s)))
-    return rows
-
-
-def test_full_state_dict_equals_official_listing():
+def test_full_state_dict_equals_official_listing(statedict_listing):
     with torch.device("meta"):
         ve = VoiceEncoder(FULL)
     got = [(k, tuple(v.shape)) for k, v in ve.state_dict().items()]
-    assert got == _official_listing()
-    assert sum(v.numel() for v in ve.parameters()) == 1_423_618  # CHATTERBOX.md: "VE 1.42 M"
+    assert got == list(statedict_listing("ve.txt").items()), "keys, order and shapes of the official ve.pt"
+    assert sum(v.numel() for v in ve.parameters()) == 1_423_618  # the official VE's 1.42 M parameters
 
 
 def test_tiny_keeps_the_key_structure():
@@ -68,8 +54,8 @@ def test_tiny_keeps_the_key_structure():
     assert list(full.state_dict()) == list(tiny.state_dict())
 
 
-def test_full_loads_an_official_layout_state_dict_strictly():
-    sd = {k: torch.zeros(s) for k, s in _official_listing()}
+def test_full_loads_an_official_layout_state_dict_strictly(statedict_listing):
+    sd = {k: torch.zeros(s) for k, s in statedict_listing("ve.txt").items()}
     VoiceEncoder(FULL).load_state_dict(sd, strict=True)
 
 

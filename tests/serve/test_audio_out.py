@@ -364,7 +364,7 @@ def test_codec_streams_decode_to_the_tone_at_the_right_rate_and_length(name, rat
     assert rms == pytest.approx(0.5 / np.sqrt(2), rel=0.1), f"tone level changed: RMS {rms:.3f}"
 
 
-@pytest.mark.parametrize("name,rate", [(c[0], c[1]) for c in CODEC_CASES])
+@pytest.mark.parametrize("name,rate", [(c[0], c[1]) for c in CODEC_CASES if c[0] != "flac"])
 def test_codec_bytes_leave_before_finish(name, rate):
     """Headers come with the first call (even an empty chunk); decodable audio by the second
     0.2 s chunk at the latest (a codec may first need a whole frame plus its look-ahead)."""

@@ -47,7 +47,7 @@ def test_concurrent_streams_complete_unmixed_and_release_everything(tiny_checkpo
 
 
 def test_64_streams_on_16_slots_all_complete_through_the_scheduler(tiny_checkpoint):
-    """Issue 7's loopback check: 64 streams at once, 16 decoding and 16 queued at a time, the
+    """The scheduler's loopback acceptance check: 64 streams at once, 16 decoding and 16 queued at a time, the
     rest refused with a retryable error and retried, as a client would, until all are done."""
     tts = TTS.from_local(tiny_checkpoint, max_sessions=16, scheduler=True)
     app = create_app(tts, ServeConfig(max_streams_per_key=64))

@@ -1,8 +1,8 @@
 """`POST /v1/audio/speech` over a real loopback socket, driven by the official `openai` SDK.
 
-One uvicorn server (tiny random checkpoint, one KV slot) serves the module. Audio is checked
-against `TTS.stream` run in-process with the same seed and settings: the server must add nothing
-but encoding.
+One uvicorn server (tiny random checkpoint, one KV slot, a registered voice `narrator` aliased as
+`alloy`) serves the module. Audio is checked against `TTS.stream` run in-process with the same
+seed and settings: the server must add nothing but encoding.
 """
 
 from __future__ import annotations
@@ -10,8 +10,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
+import shutil
 import socket
+import subprocess
 import time
+import typing
 
 import numpy as np
 import pytest
@@ -24,6 +28,7 @@ from nutq.engine.sampling import SamplingParams  # noqa: E402
 from nutq.serve.app import create_app  # noqa: E402
 from nutq.serve.audio_out import to_int16  # noqa: E402
 from nutq.serve.config import ServeConfig  # noqa: E402
+from nutq.serve.voice_names import OPENAI_VOICES  # noqa: E402
 from nutq.tts import TTS  # noqa: E402
 
 from tests.serve.helpers import connect, get_json, running_server  # noqa: E402
@@ -35,15 +40,28 @@ TOKENS = 12  # per phrase: short outputs keep the module fast
 SAMPLES_PER_TOKEN = 960  # 24 kHz / 25 tokens per second
 
 
+def reference_clip() -> bytes:
+    import soundfile as sf
+
+    t = np.arange(48_000) / 24_000
+    x = 0.2 * sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 6)) / 2.3
+    buf = io.BytesIO()
+    sf.write(buf, x.astype(np.float32), 24_000, format="WAV")
+    return buf.getvalue()
+
+
 @pytest.fixture(scope="module")
 def tts(tiny_checkpoint):
-    return TTS.from_local(tiny_checkpoint, max_sessions=1)
+    tts = TTS.from_local(tiny_checkpoint, max_sessions=1)
+    tts.voices.add(reference_clip(), "narrator")
+    return tts
 
 
 @pytest.fixture(scope="module")
 def server(tts):
     """Base URL of a uvicorn server in a thread, ready (warmup done)."""
-    app = create_app(tts, ServeConfig(api_keys=(KEY,), max_new_tokens=400, max_input_chars=500))
+    app = create_app(tts, ServeConfig(api_keys=(KEY,), max_new_tokens=400, max_input_chars=500,
+                                      voice_aliases={"alloy": "narrator"}))
     with running_server(app) as url:
         yield url
 
@@ -53,15 +71,15 @@ def client(server):
     return openai.OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0, timeout=120)
 
 
-def expected_audio(tts, text: str, seed: int, tokens: int = TOKENS) -> np.ndarray:
+def expected_audio(tts, text: str, seed: int, tokens: int = TOKENS, voice: str = "default") -> np.ndarray:
     """What the server should send, made in-process: the same text, voice, settings and seed."""
-    chunks = tts.stream(text, tts.voices.get("default"), "ar", params=SamplingParams(max_new_tokens=tokens), seed=seed)
+    chunks = tts.stream(text, tts.voices.get(voice), "ar", params=SamplingParams(max_new_tokens=tokens), seed=seed)
     return np.concatenate([c.audio for c in chunks])
 
 
-def speak(client, fmt: str, seed: int, text: str = TEXT, **extra) -> tuple[bytes, str]:
+def speak(client, fmt: str, seed: int, text: str = TEXT, voice="default", **extra) -> tuple[bytes, str]:
     with client.audio.speech.with_streaming_response.create(
-            model="nutq", voice="default", input=text, response_format=fmt,
+            model="nutq", voice=voice, input=text, response_format=fmt,
             extra_body={"seed": seed, "language": "ar", "max_tokens": TOKENS, **extra}) as resp:
         return b"".join(resp.iter_bytes()), resp.headers["content-type"]
 
@@ -147,7 +165,9 @@ def test_sse_events_carry_the_audio_and_usage(client, tts):
     ({"input": " ... "}, 400, None, "nothing to say"),
     ({"response_format": "ogg"}, 400, "response_format", "unsupported openai format 'ogg'"),
     ({"response_format": "pcm", "sample_rate": 11025}, 400, "response_format", "sample rate 11025"),
-    ({"voice": "alloy"}, 404, "voice", "unknown voice id 'alloy'"),
+    ({"voice": "alloy2"}, 404, "voice", "unknown voice id 'alloy2'"),
+    ({"voice": {"id": "nobody"}}, 404, "voice", "unknown voice id 'nobody'"),
+    ({"voice": ""}, 400, "voice", "must not be empty"),
     ({"voice": "../../etc/passwd"}, 404, "voice", "unknown voice id"),
     ({"speed": 1.5}, 400, "speed", "only speed 1.0"),
     ({"language": "xx"}, 400, None, "unsupported language 'xx'"),
@@ -167,19 +187,23 @@ def test_bad_requests_get_clear_openai_errors(server, tts, change, status, param
 
 
 def test_sdk_raises_typed_errors(client):
-    with pytest.raises(openai.NotFoundError, match="unknown voice id 'alloy'"):
-        client.audio.speech.create(model="nutq", voice="alloy", input=TEXT)
+    with pytest.raises(openai.NotFoundError, match="unknown voice id 'narrator2'"):
+        client.audio.speech.create(model="nutq", voice="narrator2", input=TEXT)
     with pytest.raises(openai.BadRequestError, match="only speed 1.0"):
         client.audio.speech.create(model="nutq", voice="default", input=TEXT, speed=2.0)
 
 
-def test_api_key_is_required_and_accepted_in_three_spellings(server):
+def test_api_key_is_required_and_the_401_names_every_accepted_form(server):
     body = {"model": "nutq", "input": TEXT, "voice": "default", "response_format": "pcm", "max_tokens": 2}
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {KEY}"}):
         code, raw = post(server, body, headers)
-        assert code == 401 and json.loads(raw)["error"]["code"] == "invalid_api_key", headers
-    for headers in ({"Authorization": f"Token {KEY}"}, {"xi-api-key": KEY}):
-        assert post(server, body, headers)[0] == 200, headers
+        err = json.loads(raw)["error"]
+        assert code == 401 and err["code"] == "invalid_api_key", headers
+    # The message names header forms like `Authorization: Bearer <key>`; each one it names must work.
+    named = re.findall(r"([A-Za-z-]+): ((?:\w+ )?)<key>", err["message"])
+    assert {h.lower() for h, _ in named} == {"authorization", "xi-api-key"} and len(named) == 3, err["message"]
+    for header, scheme in named:
+        assert post(server, body, {header: f"{scheme}{KEY}"})[0] == 200, (header, scheme)
 
 
 def test_busy_server_answers_429_with_retry_hint(client, server, tts):
@@ -208,3 +232,65 @@ def test_client_disconnect_frees_the_session_at_once(server, tts):
     while tts.pool.in_use and time.monotonic() - t0 < 5:
         time.sleep(0.01)
     assert tts.pool.in_use == 0, "the KV slot was not freed within 5 s of the client disconnecting"
+
+
+def sdk_voice_names() -> set[str]:
+    """The built-in voice names the installed `openai` SDK offers (its `voice` Literal)."""
+    from openai.types.audio.speech_create_params import SpeechCreateParams
+
+    hints = typing.get_type_hints(SpeechCreateParams, include_extras=True)
+    found, todo = set(), [hints["voice"]]
+    while todo:  # unwrap Required[...] and Union[...] down to the Literal
+        t = todo.pop()
+        if typing.get_origin(t) is typing.Literal:
+            found |= set(typing.get_args(t))
+        else:
+            todo += [a for a in typing.get_args(t) if not isinstance(a, str)]
+    return found
+
+
+def test_every_openai_voice_name_of_the_sdk_is_known():
+    names = sdk_voice_names()
+    assert {"alloy", "ash", "nova"} <= names, names
+    assert names <= OPENAI_VOICES, f"OpenAI voices nutq does not map: {sorted(names - OPENAI_VOICES)}"
+
+
+@pytest.mark.parametrize("name", sorted(OPENAI_VOICES))
+def test_openai_voice_names_speak_with_the_configured_voices(client, tts, name):
+    # Stock clients send these (LiveKit: ash, Pipecat: alloy). Unaliased: the default voice.
+    target = "narrator" if name == "alloy" else "default"
+    body, _ = speak(client, "pcm", seed=8, voice=name, max_tokens=4)
+    assert body == to_int16(expected_audio(tts, TEXT, seed=8, tokens=4, voice=target)).tobytes(), target
+
+
+def test_alias_and_voice_object_pick_the_registered_voice(client, tts):
+    narrator = to_int16(expected_audio(tts, TEXT, seed=9, tokens=4, voice="narrator")).tobytes()
+    assert narrator != to_int16(expected_audio(tts, TEXT, seed=9, tokens=4)).tobytes(), "the voices must differ"
+    assert speak(client, "pcm", seed=9, voice="alloy", max_tokens=4)[0] == narrator
+    assert speak(client, "pcm", seed=9, voice={"id": "narrator"}, max_tokens=4)[0] == narrator
+
+
+def test_an_alias_of_no_voice_is_refused_when_the_app_is_made(tts):
+    with pytest.raises(ValueError, match="voice alias alloy=narator: there is no voice 'narator'"):
+        create_app(tts, ServeConfig(voice_aliases={"alloy": "narator"}))
+
+
+def test_streamed_flac_is_a_complete_file_that_soundfile_pyav_and_ffprobe_read(client, tts):
+    import soundfile as sf
+
+    want = to_int16(expected_audio(tts, LONG, seed=4, tokens=6))
+    with client.audio.speech.with_streaming_response.create(
+            model="nutq", voice="default", input=LONG, response_format="flac",
+            extra_body={"seed": 4, "language": "ar", "max_tokens": 6}) as resp:
+        pieces = list(resp.iter_bytes())
+    flac = b"".join(pieces)
+    got, sr = sf.read(io.BytesIO(flac), dtype="int16")
+    assert sr == 24_000 and np.array_equal(got, want), "soundfile must read the whole stream, sample exact"
+    with sf.SoundFile(io.BytesIO(flac)) as f:
+        assert f.frames == len(want), "STREAMINFO must give the total sample count"
+    assert np.array_equal(decode(flac)[0], want)
+    if shutil.which("ffprobe"):
+        probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=duration_ts,sample_rate",
+                                "-of", "json", "-i", "pipe:0"], input=flac, capture_output=True, check=True)
+        stream = json.loads(probe.stdout)["streams"][0]
+        assert int(stream["duration_ts"]) == len(want) and stream["sample_rate"] == "24000"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from nutq.cli import build_parser
@@ -37,3 +39,42 @@ def test_operations_flags_default_to_the_serve_config_defaults():
             args.private_metrics) == (2.5, "json", 4096, 9.0, 3, True)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--log-format", "xml"])
+
+
+def test_max_new_tokens_and_voice_aliases_reach_the_server_config(monkeypatch, capsys):
+    from nutq.cli import main
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_create_app(tts, config):
+        seen["config"] = config
+        raise Stop  # before a server would start
+
+    monkeypatch.setattr("nutq.checkpoints.files.resolve", lambda *a, **k: "ckpt")
+    monkeypatch.setattr("nutq.tts.TTS", lambda *a, **k: None)
+    monkeypatch.setattr("nutq.serve.logs.configure_logging", lambda *a: None)
+    monkeypatch.setattr("nutq.serve.app.create_app", fake_create_app)
+    assert build_parser().parse_args(["serve"]).max_new_tokens == ServeConfig().max_new_tokens
+    with pytest.raises(Stop):
+        main(["serve", "--max-new-tokens", "600", "--voice-alias", "alloy=narrator", "--voice-alias", "ash=guest"])
+    assert seen["config"].max_new_tokens == 600
+    assert seen["config"].voice_aliases == {"alloy": "narrator", "ash": "guest"}
+    for bad, message in ((["--voice-alias", "alloy"], "NAME=VOICE"), (["--max-new-tokens", "0"], "max_new_tokens")):
+        assert main(["serve", *bad]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("nutq: error:") and message in err and "Traceback" not in err
+
+
+def test_readme_server_example_shows_the_defaults():
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    example = readme[readme.index("nutq serve --model-dir"):].split("```")[0]
+    shown = re.findall(r"\[--([a-z-]+) (\d+)\]", example)
+    assert {"max-sessions", "max-new-tokens"} <= {flag for flag, _ in shown}, example
+    defaults = vars(build_parser().parse_args(["serve"]))
+    for flag, value in shown:
+        assert defaults[flag.replace("-", "_")] == int(value), f"README shows --{flag} {value}"

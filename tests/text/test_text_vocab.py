@@ -1,4 +1,4 @@
-"""Vocabulary awareness against the real multilingual tokenizer file in shared/fixtures."""
+"""Vocabulary awareness against the real multilingual tokenizer file (the copy in src/nutq/assets)."""
 
 import unicodedata
 

@@ -165,9 +165,7 @@ def record_t3(size, seed, steps):
     t3gen = _load_t3_generator()
     torch.manual_seed(seed)
     model, hp, _ = t3gen.build_official(size, seed)
-    vocab = common.REPO.parent / "shared" / "fixtures" / "chatterbox-mtl-tokenizer"
-    vocab = vocab / "grapheme_mtl_merged_expanded_v1.json"
-    ids = MTLTokenizer(str(vocab)).text_to_tokens(t3gen.TEXT, language_id="ar")[0]
+    ids = MTLTokenizer(str(common.private_vocab())).text_to_tokens(t3gen.TEXT, language_id="ar")[0]
     text = torch.cat([torch.tensor([hp.start_text_token]), ids, torch.tensor([hp.stop_text_token])])
     g = torch.Generator().manual_seed(seed + 1)
     speaker = torch.randn(1, 256, generator=g)

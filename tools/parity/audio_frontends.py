@@ -8,6 +8,8 @@ Official functions, on deterministic test audio (tones + noise, |x| < 1):
                       `get_resampler` builds it, on in.wav<a>
 - out.soxr_<a>_<b>    `librosa.resample(in.wav<a>, orig_sr=a, target_sr=b)` (default soxr_hq), as
                       `mtl_tts.prepare_conditionals` calls it
+- out.poly_<a>_<b>    `librosa.resample(in.wav<a>[0], orig_sr=a, target_sr=b, res_type="polyphase")`,
+                      as Perth's watermark detector calls it (to 32 kHz)
 - out.trim_fade       the `trim_fade` buffer of `S3Token2Wav()` (building it takes ~10 s)
 
 `--size` is accepted for symmetry with the other generators; these functions have no sizes.
@@ -31,6 +33,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 INPUTS = {24000: 12_345, 16000: 8_001, 44100: 4_411, 22050: 5_003}
 SINC_PAIRS = [(24000, 16000), (16000, 24000), (44100, 16000), (22050, 24000), (44100, 24000)]
 SOXR_PAIRS = [(24000, 16000), (44100, 24000), (16000, 24000)]
+POLY_PAIRS = [(24000, 32000), (16000, 32000), (44100, 32000), (22050, 32000)]
 
 
 def test_audio(sr: int, n: int, g: torch.Generator, rows: int = 2) -> torch.Tensor:
@@ -57,9 +60,13 @@ def main() -> None:
         tensors[f"out.sinc_{a}_{b}"] = torchaudio.transforms.Resample(a, b)(wavs[a])
     for a, b in SOXR_PAIRS:
         tensors[f"out.soxr_{a}_{b}"] = torch.from_numpy(librosa.resample(wavs[a].numpy(), orig_sr=a, target_sr=b))
+    for a, b in POLY_PAIRS:
+        tensors[f"out.poly_{a}_{b}"] = torch.from_numpy(
+            librosa.resample(wavs[a][0].numpy(), orig_sr=a, target_sr=b, res_type="polyphase"))
     tensors["out.trim_fade"] = S3Token2Wav().trim_fade
 
     meta = dict(component="audio_frontends", seed=args.seed, sinc_pairs=SINC_PAIRS, soxr_pairs=SOXR_PAIRS,
+                poly_pairs=POLY_PAIRS,
                 librosa=librosa.__version__, torchaudio=torchaudio.__version__)
     save(args.out, tensors, meta)
 

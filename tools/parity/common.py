@@ -12,9 +12,12 @@ safetensors metadata under "meta" carries the config, seed and versions.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +29,17 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 GOLDEN = REPO / "tests" / "golden"
+# The real multilingual tokenizer vocabulary, as nutq ships it (MIT, src/nutq/assets/NOTICE.md).
+VOCAB = REPO / "src" / "nutq" / "assets" / "grapheme_mtl_merged_expanded_v1.json"
+
+
+def private_vocab() -> Path:
+    """A copy of VOCAB in a fresh temporary folder (removed at exit), for the official
+    `MTLTokenizer`: its constructor treats the vocabulary's folder as a hub cache and tries to
+    fetch `Cangjie5_TC.json` into it, which must not write into the source tree."""
+    tmp = tempfile.mkdtemp(prefix="nutq-vocab-")
+    atexit.register(shutil.rmtree, tmp, True)
+    return Path(shutil.copy(VOCAB, tmp))
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -59,8 +59,7 @@ def main():
 
     torch.manual_seed(args.seed)
     model, hp, ours = build_official(args.size, args.seed)
-    vocab = common.REPO.parent / "shared" / "fixtures" / "chatterbox-mtl-tokenizer" / "grapheme_mtl_merged_expanded_v1.json"
-    tok = MTLTokenizer(str(vocab))
+    tok = MTLTokenizer(str(common.private_vocab()))
     ids = tok.text_to_tokens(TEXT, language_id="ar")[0]
     text = torch.cat([torch.tensor([hp.start_text_token]), ids, torch.tensor([hp.stop_text_token])])
 

@@ -2,12 +2,11 @@
 
     ~/.cache/nutq-refenv/venv/bin/python tools/parity/tokenizer.py --out tests/golden/tokenizer.safetensors
 
-No random weights here: the real vocabulary (shared/fixtures/chatterbox-mtl-tokenizer/) is the
-fixture. `--size`/`--seed` are accepted for the common CLI and ignored.
+No random weights here: the real vocabulary (the copy in src/nutq/assets/) is the fixture. `--size`/`--seed` are accepted for the common CLI and ignored.
 
 The official constructor tries to fetch `Cangjie5_TC.json` next to the vocabulary (hub cache
 dir = the vocabulary's folder), so the vocabulary is copied into a temporary folder first to keep
-shared/ untouched. Chinese and Japanese need pkuseg/Cangjie/pykakasi, which nutq does not
+the source tree untouched. Chinese and Japanese need pkuseg/Cangjie/pykakasi, which nutq does not
 reproduce, so the table has no zh/ja sentences (see nutq.text.tokenizer's docstring).
 """
 
@@ -18,13 +17,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, parser, save
+from common import VOCAB, parser, save
 
 # This folder also holds scripts named like packages (s3tokenizer.py); keep them from
 # shadowing the real packages the official code imports.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-DEFAULT_VOCAB = REPO.parent / "shared" / "fixtures" / "chatterbox-mtl-tokenizer" / "grapheme_mtl_merged_expanded_v1.json"
 
 # (language, text). Arabic first: the cases the product lives on.
 SENTENCES: list[tuple[str, str]] = [
@@ -83,7 +80,7 @@ SENTENCES: list[tuple[str, str]] = [
 
 def main() -> None:
     ap = parser(__doc__.splitlines()[0])
-    ap.add_argument("--vocab", type=Path, default=DEFAULT_VOCAB)
+    ap.add_argument("--vocab", type=Path, default=VOCAB)
     args = ap.parse_args()
 
     import torch

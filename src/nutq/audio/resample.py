@@ -1,4 +1,5 @@
-"""Resampling, in the two flavours the official conditionals preparation uses.
+"""Resampling, in the two flavours the official conditionals preparation uses, and the polyphase
+filter Perth's watermark detector uses.
 
 - `resample` (soxr, quality HQ) equals `librosa.resample(y, orig_sr=..., target_sr=...)` with its
   default `res_type="soxr_hq"`: librosa calls `soxr.resample(row, orig, new, quality="soxr_hq")`
@@ -10,7 +11,11 @@
   plain torch. S3Gen's `embed_ref` uses it for the 16 kHz audio given to CAMPPlus and the S3
   tokenizer (and for references that are not 24 kHz).
 
-The two are different filters, and a voice prepared with one is not bit-equal to one prepared with
+- `resample_poly` equals `librosa.resample(..., res_type="polyphase")`, i.e. scipy's
+  `resample_poly` (a Kaiser-windowed sinc, β 5, half-length 10 × max(up, down) taps per phase),
+  in plain torch; Perth resamples to 32 kHz with it before detecting a watermark.
+
+The first two are different filters, and a voice prepared with one is not bit-equal to one prepared with
 the other; use the one the official path uses at each place. Measured 24 kHz -> 16 kHz on 1 s
 float32 test signals (`tests/test_resample.py::test_soxr_vs_sinc_difference_is_as_documented`
 re-measures these), soxr taken as the reference, "interior" = without the first/last 50 ms:
@@ -37,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["resample", "resample_sinc", "sinc_resample_kernel"]
+__all__ = ["resample", "resample_poly", "resample_sinc", "sinc_resample_kernel"]
 
 
 def resample(wav: np.ndarray | torch.Tensor, orig_sr: int, new_sr: int) -> np.ndarray | torch.Tensor:
@@ -111,3 +116,34 @@ def resample_sinc(wav: torch.Tensor, orig_sr: int, new_sr: int, lowpass_filter_w
     # torchaudio takes the ceil of a float32 tensor made from the Python float; same rounding here.
     n_out = int(torch.ceil(torch.as_tensor(new * length / orig, dtype=torch.float32)).item())
     return y[:, :n_out].reshape(shape[:-1] + (n_out,))
+
+
+def resample_poly(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """(L,) audio -> (ceil(L · new_sr / orig_sr),) through scipy's polyphase filter, as librosa's
+    `res_type="polyphase"`; same dtype as the input. Computed in float64."""
+    x = np.asarray(wav)
+    if x.ndim != 1 or x.dtype not in (np.float32, np.float64):
+        raise ValueError(f"resample_poly expects 1-D float32/float64 audio, got {x.dtype} {x.shape}")
+    if int(orig_sr) != orig_sr or int(new_sr) != new_sr or orig_sr <= 0 or new_sr <= 0:
+        raise ValueError(f"sample rates must be positive integers, got {orig_sr} and {new_sr}")
+    g = math.gcd(int(orig_sr), int(new_sr))
+    up, down = int(new_sr) // g, int(orig_sr) // g
+    if up == down:
+        return x.copy()
+    # scipy's filter: firwin(2·half + 1, cutoff 1/max_rate, Kaiser β 5) with unit DC gain, × up.
+    max_rate = max(up, down)
+    half = 10 * max_rate
+    taps = np.arange(2 * half + 1) - half
+    h = np.sinc(taps / max_rate) / max_rate * np.kaiser(2 * half + 1, 5.0)
+    h = h / h.sum() * up
+    n_out = -(-len(x) * up // down)
+    # Output sample m is sum_k h[k] · x_up[m·down − k] (x_up: x with up−1 zeros after each sample),
+    # scipy's alignment putting output 0 at the filter's centre: a cross-correlation with the
+    # reversed filter over x_up padded by `half` in front, read every `down` samples.
+    x_up = torch.zeros((len(x) - 1) * up + 1, dtype=torch.float64)
+    x_up[::up] = torch.from_numpy(x.astype(np.float64))
+    need = (n_out - 1) * down + len(h)
+    x_up = F.pad(x_up, (half, max(0, need - half - x_up.numel())))
+    kernel = torch.from_numpy(h[::-1].copy())[None, None]
+    y = F.conv1d(x_up[None, None], kernel, stride=down)[0, 0, :n_out]
+    return y.numpy().astype(x.dtype)

@@ -2,24 +2,31 @@
 
 Perth (`resemble-perth`, MIT) hides an imperceptible neural watermark in the magnitude spectrum
 (below 2 kHz, at 32 kHz internally) so that generated speech can later be recognised as such with
-`Watermarker.detect`. It is an optional dependency (`pip install "nutq[watermark]"`): the
-package declares no requirements of its own but imports torchaudio, librosa, scipy and
-`pkg_resources` (setuptools < 81) at run time, several hundred MB in all, so nutq never needs it to
-synthesize.
+`Watermarker.detect`. nutq runs Perth's network with its own code (`nutq.audio.perth`) and takes
+only the trained weights from the installed `resemble-perth` wheel, so the `watermark` extra is
+`resemble-perth` alone. Why not import Perth itself: the wheel declares no requirements but
+imports torchaudio, librosa, scipy and `pkg_resources` at run time (~450 MB, and on a CPU torch
+wheel the torchaudio that pip picks cannot load its compiled library, an OSError that Perth does
+not catch). Reading its weight file needs none of them, and nutq never imports `perth`.
 
-nutq calls the same network the official package calls (`perth.PerthImplicitWatermarker`); the
-only change is that the output is cut back, or completed with the input's own last samples, to the
-input length: Perth's resample -> STFT -> iSTFT round trip drops up to ~10 ms at the end (the
-official returns the shorter signal), and nutq promises exactly 960 samples per speech token.
+Availability, decided once per process when a watermark is first wanted:
+- resemble-perth not installed: no watermark, silently (it is an optional extra);
+- installed but unusable (weight file missing or unreadable, other hyperparameters): one
+  warning in the log, then unmarked audio;
+- either way, `watermark=True` is a `WatermarkUnavailable` error that says why and what to do.
+
+The marked signal is cut back, or completed with the input's own last samples, to the input
+length: Perth's resample -> STFT -> iSTFT round trip drops up to ~10 ms at the end (the official
+returns the shorter signal), and nutq promises exactly 960 samples per speech token.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
+import logging
 import threading
-import warnings
+from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
@@ -27,113 +34,164 @@ from ..errors import NutqError
 
 __all__ = ["WatermarkUnavailable", "Watermarker", "available", "default_watermarker", "watermarker_for"]
 
+log = logging.getLogger(__name__)
+
 INSTALL_HINT = 'pip install "nutq[watermark]"'
+DISTRIBUTION = "resemble-perth"
+CHECKPOINT_DIR = "perth/perth_net/pretrained/implicit"  # inside the wheel: hparams.yaml, perth_net_<step>.pth.tar
 
 
 class WatermarkUnavailable(NutqError, RuntimeError):
-    """A watermark was asked for but resemble-perth (or one of its run-time imports) is missing."""
+    """A watermark was asked for but resemble-perth's weights are not installed or not usable."""
 
 
-def _import_perth_watermarker():
-    """The official watermarker class, or an ImportError that names what is missing."""
-    with warnings.catch_warnings():
-        # perth imports pkg_resources, which warns that it is deprecated on every import.
-        warnings.simplefilter("ignore")
-        # perth.__init__ swallows the ImportError of its network (leaving the name None), so import
-        # the module itself to learn which dependency is missing.
-        from perth.perth_net.perth_net_implicit.perth_watermarker import PerthImplicitWatermarker
-    return PerthImplicitWatermarker
+class _Broken(Exception):
+    """resemble-perth is installed but its checkpoint cannot be used (the message says why)."""
+
+
+def checkpoint_dir() -> Path | None:
+    """Where the installed resemble-perth keeps Perth's checkpoint; None when it is not installed."""
+    try:
+        dist = metadata.distribution(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return None
+    return Path(dist.locate_file(CHECKPOINT_DIR))
+
+
+def _read_hparams(path: Path) -> dict[str, str]:
+    """The flat `key: value` lines of Perth's hparams.yaml (all it holds), without a YAML parser."""
+    out = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def load_network(folder: Path):
+    """Perth's network from its checkpoint folder, on the CPU. Raises `_Broken` saying why not."""
+    import torch
+
+    from .perth import HPARAMS, PerthNet
+
+    source = folder / "hparams.yaml"
+    try:
+        hp = _read_hparams(source)
+        changed = {k: hp.get(k) for k, v in HPARAMS.items() if hp.get(k) is None or type(v)(hp[k]) != v}
+        if changed:
+            raise _Broken(f"{folder / 'hparams.yaml'} describes another network ({changed}); nutq runs {HPARAMS}")
+        # Perth loads the checkpoint with the highest step, as we do.
+        files = sorted(folder.glob("perth_net_*.pth.tar"), key=lambda p: int(p.name.split("_")[-1].split(".")[0]))
+        if not files:
+            raise _Broken(f"no perth_net_*.pth.tar in {folder}")
+        source = files[-1]
+        try:
+            state = torch.load(source, map_location="cpu", weights_only=True)["model"]
+        except Exception as e:  # noqa: BLE001 - torch's own message runs to a page
+            raise _Broken(f"{source} is not a readable torch checkpoint ({type(e).__name__})") from None
+        net = PerthNet()
+        net.load_state_dict({k: v for k, v in state.items() if not k.startswith("ap.")}, strict=True)
+        window, inverse = state["ap.spectrogram.window"], state["ap.inv_spectrogram.window"]
+        if not torch.equal(window, inverse) or window.shape != net.window.shape:
+            raise _Broken(f"{source}: unexpected STFT windows")
+        net.window.copy_(window)
+    except _Broken:
+        raise
+    except Exception as e:  # noqa: BLE001 - any unreadable or mismatched file: say which and why
+        first_line = (str(e).strip().splitlines() or [""])[0][:200]
+        raise _Broken(f"cannot load Perth's checkpoint {source}: {type(e).__name__}: {first_line}") from None
+    return net.eval()
 
 
 @functools.cache
-def _probe() -> str | None:
-    """None if Perth's watermarker imports, else why not (cached: importing perth costs ~1 s)."""
+def _network():
+    """(network, None) or (None, why not, installed?). Cached: loading reads a 37 MB file."""
+    folder = checkpoint_dir()
+    if folder is None:
+        return None, f"{DISTRIBUTION} is not installed", False
     try:
-        _import_perth_watermarker()
-    except ImportError as e:
-        return str(e)
-    return None
+        return load_network(folder), None, True
+    except _Broken as e:
+        return None, str(e), True
+
+
+@functools.cache
+def _warn_unusable(reason: str) -> None:
+    log.warning("the Perth watermark is off: %s; output is not watermarked (reinstall with %s)", reason, INSTALL_HINT)
 
 
 def available() -> bool:
-    """True when resemble-perth and its run-time dependencies import."""
-    return _probe() is None
+    """True when resemble-perth is installed and its network loads."""
+    return _network()[0] is not None
 
 
-def _require() -> None:
-    reason = _probe()
-    if reason is not None:
-        raise WatermarkUnavailable(f"the Perth watermark needs resemble-perth and its dependencies ({reason}); "
-                                   f"install them with {INSTALL_HINT} or pass watermark=False "
-                                   f"(nutq speak --no-watermark)")
+def _require():
+    net, reason, _ = _network()
+    if net is None:
+        raise WatermarkUnavailable(f"the Perth watermark is unavailable: {reason}; install it with {INSTALL_HINT} "
+                                   f"or pass watermark=False (nutq speak --no-watermark)")
+    return net
 
 
 class Watermarker:
-    """Perth's implicit watermarker; the 37 MB network loads on first use and is kept.
+    """Perth's implicit watermarker and detector, on the CPU.
 
     `apply`/`detect` may be called from several threads: the network is stateless at inference
-    and loading is guarded by a lock.
+    and is loaded once per process (under a lock).
     """
 
-    def __init__(self, device: str = "cpu"):
-        self.device = device
-        self._impl = None
-        self._lock = threading.Lock()
+    _lock = threading.Lock()
 
-    def _loaded(self):
+    def _net(self):
         with self._lock:
-            if self._impl is None:
-                _require()
-                cls = _import_perth_watermarker()
-                # Perth prints a line when its checkpoint loads; nutq's stdout is for results.
-                with contextlib.redirect_stdout(io.StringIO()):
-                    self._impl = cls(device=self.device)
-            return self._impl
+            return _require()
 
     def apply(self, wav: np.ndarray, sr: int) -> np.ndarray:
         """(N,) float audio at `sr` Hz -> (N,) float32 watermarked audio of the same length."""
-        import torch
+        from .perth import mark
 
         wav = np.asarray(wav, dtype=np.float32)
         if wav.ndim != 1:
             raise ValueError(f"watermark expects mono (N,) audio, got shape {wav.shape}")
         if wav.size == 0:
             return wav
-        impl = self._loaded()
-        with torch.inference_mode():
-            out = np.asarray(impl.apply_watermark(wav, sample_rate=int(sr)), dtype=np.float32)
+        out = mark(self._net(), wav, int(sr)).astype(np.float32, copy=False)
         if out.size >= wav.size:
             return out[: wav.size]
         # The round trip dropped the last few ms: keep them unmarked rather than silence them.
         return np.concatenate([out, wav[out.size:]])
 
     def detect(self, wav: np.ndarray, sr: int) -> float:
-        """Perth's decoder output in [0, 1]: near 1 on marked audio; Perth itself rounds it (>= 0.5: marked)."""
-        import torch
+        """Perth's detector score in [0, 1]: near 1 on marked audio; Perth itself rounds it (>= 0.5: marked)."""
+        from .perth import score
 
         wav = np.asarray(wav, dtype=np.float32)
         if wav.ndim != 1 or wav.size == 0:
             raise ValueError(f"watermark detection expects non-empty mono (N,) audio, got shape {wav.shape}")
-        impl = self._loaded()
-        with torch.inference_mode():
-            return float(np.asarray(impl.get_watermark(wav, sample_rate=int(sr), round=False)).mean())
+        return score(self._net(), wav, int(sr))
 
 
 @functools.cache
 def default_watermarker() -> Watermarker:
-    """One CPU watermarker per process, so the network loads once however many TTS objects exist."""
+    """One watermarker per process, however many TTS objects exist."""
     return Watermarker()
 
 
 def watermarker_for(watermark: bool | None) -> Watermarker | None:
     """The watermarker a synthesis call should use.
 
-    None: the default one when Perth is installed, else none (silently, as an optional feature);
-    True: required, so a missing install is a `WatermarkUnavailable` error now rather than after
-    synthesis; False: none.
+    None: the default one when Perth's weights are usable, else none (silently when resemble-perth
+    is not installed, with one logged warning when it is installed but unusable); True: required,
+    so an unavailable watermark is a `WatermarkUnavailable` error now rather than after synthesis;
+    False: none.
     """
     if watermark is None:
-        return default_watermarker() if available() else None
+        net, reason, installed = _network()
+        if net is None:
+            if installed:
+                _warn_unusable(reason)
+            return None
+        return default_watermarker()
     if not watermark:
         return None
     _require()

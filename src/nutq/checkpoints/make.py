@@ -30,7 +30,7 @@ def _bundled_tokenizer() -> Path:
 
 
 def _random_conds(cfgs: dict, seed: int) -> dict:
-    """A random built-in voice in the official `conds.pt` format (shapes as statedicts/conds.txt)."""
+    """A random built-in voice in the official `conds.pt` format (shapes as tests/fixtures/statedicts/conds.txt)."""
     g = torch.Generator().manual_seed(seed + 7)
     t3 = cfgs["t3"]
     spk = torch.randn(1, t3.speaker_dim, generator=g)

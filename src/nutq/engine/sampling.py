@@ -1,6 +1,6 @@
 """Speech-token sampling as the official multilingual `generate()` does it, on device.
 
-Order per step (CHATTERBOX.md §2.2): CFG mix -> alignment guard (EOS suppress/force) ->
+Order per step (the official one, see docs/model.md "Sampling"): CFG mix -> alignment guard (EOS suppress/force) ->
 repetition penalty over every id emitted so far, BOS included -> temperature -> min_p -> top_p
 (-> top_k, ours, off by default) -> softmax -> multinomial. The processors are pure tensor
 functions over (B, V) logits so a batch of sessions can share one call.

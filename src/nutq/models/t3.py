@@ -1,6 +1,6 @@
 """T3: the text-to-speech-token language model (Llama backbone with custom embeddings and heads).
 
-Layout and numbers follow the official `t3_mtl23ls_v2.safetensors` (see CHATTERBOX.md §2.1-2.2).
+Layout and numbers follow the official `t3_mtl23ls_v2.safetensors` (see docs/model.md, "T3").
 The model is session-blind: it embeds, runs the backbone over a caller-owned `KVCache` and
 projects to logits. CFG is two batch rows of the same utterance: row 0 conditional, row 1 with the
 text embeddings zeroed (text *position* embeddings kept), everything else identical.

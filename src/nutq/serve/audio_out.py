@@ -8,8 +8,9 @@
 
 Every byte a call returns is final and can be sent at once: headers go out with the first call,
 containers are framed per call (no muxer holds pages or clusters back), and only a codec's own
-frame (Opus 20 ms, AAC 1024 samples, FLAC ~100 ms, MP3 576/1152 samples plus LAME's look-ahead)
-and the resampler's filter delay (a few ms) wait for more input.
+frame (Opus 20 ms, AAC 1024 samples, MP3 576/1152 samples plus LAME's look-ahead) and the
+resampler's filter delay (a few ms) wait for more input. FLAC is the exception: its header must
+hold the total length, so the file is sent whole by `finish()` (see `_FlacEncoder`).
 
 Samples are resampled with soxr's streaming resampler (chunked output equals one-shot
 `soxr.resample` exactly), then clipped to [-1, 1], then quantized (x * 32767, rounded) for the
@@ -183,10 +184,17 @@ class _Mp3Encoder(Encoder):
 
 
 class _FlacEncoder(Encoder):
-    """A native FLAC stream: "fLaC", the STREAMINFO block, then frames.
+    """A whole FLAC file, sent at the end: "fLaC", the final STREAMINFO block, then every frame.
 
-    STREAMINFO is sent before any audio, so its total-sample count and MD5 stay 0, the values the
-    format reserves for "unknown" (as in any live FLAC stream).
+    STREAMINFO must come first and holds the total sample count, which a live stream cannot know
+    yet; it could only send 0 ("unknown"). libsndfile, and so `soundfile`, trusts that count:
+    with 0 it sizes a read for 2**63 samples ("array is too big"), and with a guess too large it
+    fails at the end of the data. So the frames are kept (a few hundred kB per minute) until
+    `finish`, whose STREAMINFO from the encoder carries the exact count, the MD5 of the samples and
+    the frame sizes: a file every reader (soundfile, PyAV, ffprobe) takes, at the cost of sending
+    nothing before synthesis ends. Clients that play while receiving want pcm, wav, mp3 or opus.
+    A stream without audio is a header without frames, which FLAC cannot tell from "length
+    unknown" (a count of 0 means both): PyAV reads it as empty, libsndfile refuses it.
     """
 
     _heavy = True
@@ -195,17 +203,20 @@ class _FlacEncoder(Encoder):
     def __init__(self, fmt: OutputFormat) -> None:
         super().__init__(fmt)
         self._codec = AvPacketEncoder("flac", fmt.sample_rate, None)
-
-    def _header(self) -> bytes:
-        info = self._codec.extradata
-        last_block_streaminfo = 0x80  # "last metadata block" flag | block type 0 (STREAMINFO)
-        return b"fLaC" + bytes([last_block_streaminfo]) + len(info).to_bytes(3, "big") + info
+        self._frames: list[bytes] = []
 
     def _samples(self, x: np.ndarray) -> bytes:
-        return b"".join(p.data for p in self._codec.encode(to_int16(x)))
+        self._frames += [p.data for p in self._codec.encode(to_int16(x))]
+        return b""
 
     def _tail(self) -> bytes:
-        return b"".join(p.data for p in self._codec.flush())
+        self._frames += [p.data for p in self._codec.flush()]
+        info = self._codec.final_extradata
+        if info is None:  # a PyAV without side data: the count is right, the MD5 is not; 0 = "not computed"
+            info = self._codec.extradata[:18] + bytes(16)
+        last_block_streaminfo = 0x80  # "last metadata block" flag | block type 0 (STREAMINFO)
+        header = b"fLaC" + bytes([last_block_streaminfo]) + len(info).to_bytes(3, "big") + info
+        return header + b"".join(self._frames)
 
 
 # ADTS sampling-frequency index (ISO/IEC 14496-3, Table 1.18).

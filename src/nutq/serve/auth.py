@@ -14,16 +14,21 @@ from starlette.requests import HTTPConnection
 
 from .errors import ApiError
 
-__all__ = ["Authenticator"]
+__all__ = ["ACCEPTED_FORMS", "Authenticator"]
+
+# Where clients put a key: OpenAI's SDK and most HTTP clients, Deepgram's plugins, ElevenLabs'.
+_SCHEMES = ("bearer", "token")
+_HEADER = "xi-api-key"
+ACCEPTED_FORMS = ("Authorization: Bearer <key>", "Authorization: Token <key>", f"{_HEADER}: <key>")
 
 
 def _presented_key(conn: HTTPConnection) -> str | None:
     auth = conn.headers.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() in ("bearer", "token") and value.strip():
+        if scheme.lower() in _SCHEMES and value.strip():
             return value.strip()
-    return conn.headers.get("xi-api-key")
+    return conn.headers.get(_HEADER)
 
 
 class Authenticator:
@@ -53,8 +58,8 @@ class Authenticator:
             for k in self._keys:
                 ok |= hmac.compare_digest(g, k)
         if not ok:
-            raise ApiError(401, "missing or invalid API key (send Authorization: Bearer <key>)",
-                           code="invalid_api_key")
+            raise ApiError(401, f"missing or invalid API key; send it as {', '.join(ACCEPTED_FORMS[:-1])} "
+                                f"or {ACCEPTED_FORMS[-1]}", code="invalid_api_key")
         return "key:" + hashlib.sha256(g).hexdigest()[:12]
 
     def dependency(self):

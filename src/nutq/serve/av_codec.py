@@ -68,11 +68,18 @@ class AvPacketEncoder:
         self._ctx = ctx
         self._rate = sample_rate
         self._next_pts = 0
+        self._final_extradata: bytes | None = None
 
     @property
     def extradata(self) -> bytes:
         """Codec setup bytes: OpusHead, FLAC STREAMINFO, or the AAC AudioSpecificConfig."""
         return bytes(self._ctx.extradata or b"")
+
+    @property
+    def final_extradata(self) -> bytes | None:
+        """After `flush`, the setup bytes the encoder revised once it had seen everything (FLAC: the
+        STREAMINFO with total samples, MD5 and frame sizes); None if it sent none."""
+        return self._final_extradata
 
     @property
     def frame_size(self) -> int:
@@ -94,8 +101,13 @@ class AvPacketEncoder:
         """Drains the encoder (the last partial frame and its look-ahead); call once at the end."""
         return self._packets(self._ctx.encode(None))
 
-    @staticmethod
-    def _packets(packets) -> list[Packet]:
-        # FFmpeg's FLAC encoder ends with an empty packet that only carries updated STREAMINFO
-        # (sample count, MD5) for a seekable file; a stream has already sent its header.
-        return [Packet(bytes(p), int(p.pts), int(p.duration)) for p in packets if p.size]
+    def _packets(self, packets) -> list[Packet]:
+        out = []
+        for p in packets:
+            if p.size:
+                out.append(Packet(bytes(p), int(p.pts), int(p.duration)))
+            elif hasattr(p, "has_sidedata") and p.has_sidedata("new_extradata"):  # PyAV with side data
+                # FFmpeg's FLAC encoder ends with an empty packet whose side data is the final
+                # STREAMINFO. (Its copy in the codec context's extradata has a stale MD5.)
+                self._final_extradata = bytes(memoryview(p.get_sidedata("new_extradata")))
+        return out

@@ -46,6 +46,12 @@ def add_parser(sub) -> None:
     p.add_argument("--log-format", choices=["text", "json"], default="text",
                    help="json: one JSON object per line (ts, level, logger, msg, request_id, ...)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--voice-alias", action="append", default=[], metavar="NAME=VOICE",
+                   help="speak voice name NAME (e.g. OpenAI's alloy, Deepgram's aura-2-thalia-en) with voice VOICE "
+                        "(repeatable); unaliased OpenAI and Deepgram voice names use the default voice")
+    p.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens, metavar="N",
+                   help="speech tokens per phrase at most (25 per second of audio); requests may ask for fewer "
+                        "(max_tokens), never more. Bounds how long one request runs, e.g. under a client's timeout")
     p.set_defaults(func=_serve)
 
 
@@ -60,6 +66,7 @@ def _serve(args) -> int:
     from .app import create_app
     from .drain import SHUTDOWN_GRACE_S, DrainingServer
     from .logs import configure_logging
+    from .voice_names import parse_aliases
 
     if args.max_sessions < 1:
         raise ValueError(f"--max-sessions must be >= 1, got {args.max_sessions}")
@@ -68,7 +75,8 @@ def _serve(args) -> int:
                          default_language=args.language, warmup=not args.no_warmup,
                          max_streams_per_key=args.max_streams_per_key, idle_timeout_s=args.idle_timeout,
                          drain_timeout_s=args.drain_timeout, max_frame_bytes=args.ws_max_size,
-                         metrics_public=not args.private_metrics)
+                         metrics_public=not args.private_metrics, max_new_tokens=args.max_new_tokens,
+                         voice_aliases=parse_aliases(args.voice_alias))
     configure_logging(args.log_format, args.log_level.upper())
     flow = flow_from_args(args)
     files = resolve(args.model_dir, revision=args.revision, flow=flow.kind, meanflow_revision=args.meanflow_revision)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class ServeConfig:
     max_upload_bytes / min_voice_s / max_voice_s: limits on reference clips for new voices.
     metrics_public: serve /metrics without a key even when keys are configured (Prometheus usually
         scrapes from inside the network; the metrics hold counts and timings, never text or keys).
+    voice_aliases: voice name -> voice id, on the OpenAI and Deepgram endpoints (e.g. {"alloy":
+        "narrator"}); each target must exist when the app is made. Stock names without an alias
+        speak with the default voice (see `serve.voice_names`).
     """
 
     api_keys: tuple[str, ...] = ()
@@ -47,6 +50,7 @@ class ServeConfig:
     min_voice_s: float = 1.0
     max_voice_s: float = 60.0
     metrics_public: bool = True
+    voice_aliases: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.api_keys, str):  # a lone string would be taken as a tuple of characters
@@ -64,3 +68,6 @@ class ServeConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.min_voice_s > self.max_voice_s:
             raise ValueError("min_voice_s must be <= max_voice_s")
+        if not isinstance(self.voice_aliases, dict) or any(
+                not isinstance(k, str) or not isinstance(v, str) for k, v in self.voice_aliases.items()):
+            raise TypeError("voice_aliases must be a dict of voice name -> voice id (strings)")

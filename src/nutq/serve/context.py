@@ -22,6 +22,7 @@ from .config import ServeConfig
 from .errors import ApiError, api_error_from
 from .limits import StreamLease, StreamLimiter
 from .metrics import Metrics
+from .voice_names import check_aliases
 
 __all__ = ["ServerContext", "LiveStream", "StreamOptions", "RECENT_LATENCIES"]
 
@@ -60,6 +61,7 @@ class ServerContext:
     draining: bool = False
 
     def __post_init__(self):
+        check_aliases(self.config.voice_aliases, (v.id for v in self.tts.voices.list()))
         total = self.config.max_streams or self.tts.stream_capacity
         self.metrics.watch_engine(self.tts.scheduler_stats)
         self.limiter = StreamLimiter(total, self.config.max_streams_per_key, self.config.retry_after_s)

@@ -4,8 +4,8 @@ Deepgram (the LiveKit and Pipecat plugins, Deepgram's SDKs) work by changing onl
 Query parameters, on both:
 
     model        a voice id. Deepgram's own voice names (aura-asteria-en, aura-2-thalia-en, ...)
-                 that are not registered here speak with the default voice: stock plugins always
-                 send one (their default model), and registering a voice under that name picks it.
+                 that are neither aliased (nutq serve --voice-alias) nor registered here speak with
+                 the default voice: stock plugins always send one (see `serve.voice_names`).
     encoding     linear16 | mulaw | alaw, and over REST also mp3 | opus | flac | aac
     sample_rate  Hz; 24000 by default, 8000 for mulaw and alaw
     container    REST: none | wav | ogg, by default wav for linear16/mulaw/alaw (as Deepgram does:
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ from pydantic import field_validator
 from starlette.websockets import WebSocketDisconnect
 
 from .. import __version__
-from ..engine.voice_cache import DEFAULT_VOICE_ID, UnknownVoiceError
 from ..text.segment import PhraseSegmenter
 from .audio_out import Encoder, make_encoder
 from .context import LiveStream, ServerContext
@@ -48,12 +46,12 @@ from .extensions import SynthesisExtensions, validate
 from .formats import OutputFormat, UnsupportedFormat, parse_format
 from .response import LiveAudioResponse
 from .speech_queue import SpeechQueue
+from .voice_names import resolve_voice
 from .ws_util import WsReceiver, authenticate_ws, close_ws
 
-__all__ = ["SpeakQuery", "deepgram_router", "resolve_voice"]
+__all__ = ["SpeakQuery", "deepgram_router"]
 
 PROTOCOL = "deepgram"
-_AURA_NAME = re.compile(r"aura(-\d+)?-[a-z]+-[a-z]{2}")  # Deepgram's voice names
 _HEADERLESS = ("linear16", "mulaw", "alaw")  # sample streams; the only encodings of Deepgram's WebSocket
 _REST_DEFAULT_ENCODING = "mp3"  # what Deepgram's REST API answers when no encoding is given
 
@@ -92,20 +90,6 @@ class SpeakQuery(SynthesisExtensions):
         if self.container not in (None, "none"):
             raise UnsupportedFormat(f"over the WebSocket, container must be none; got {self.container!r}")
         return parse_format(encoding, self.sample_rate, protocol="deepgram", container="none", bit_rate=self.bit_rate)
-
-
-async def resolve_voice(ctx: ServerContext, model: str | None) -> str:
-    """The voice id `model` names: itself when registered, the default voice for no model or a
-    Deepgram voice name; anything else raises UnknownVoiceError (404)."""
-    voice = model or DEFAULT_VOICE_ID
-    try:
-        await asyncio.to_thread(ctx.tts.voices.get, voice)  # loads (and caches) it: the stream reuses it
-        return voice
-    except UnknownVoiceError:
-        if not _AURA_NAME.fullmatch(voice):
-            raise
-    await asyncio.to_thread(ctx.tts.voices.get, DEFAULT_VOICE_ID)  # a checkpoint may have none: 404 then
-    return DEFAULT_VOICE_ID
 
 
 def _request_id(conn) -> str:
@@ -295,7 +279,7 @@ def deepgram_router(ctx: ServerContext) -> APIRouter:
             text = _text_of(await request.body())
             fmt = query.rest_format()
             enc = make_encoder(fmt)
-            voice = await resolve_voice(ctx, query.model)
+            voice = await resolve_voice(ctx, query.model, PROTOCOL)
             opts = query.stream_options(text, voice, query.language, ctx.config.max_new_tokens)
             live = await ctx.open_stream(opts, client=client, protocol=PROTOCOL)
         except Exception as e:  # noqa: BLE001 - every failure answered in Deepgram's shape
@@ -319,7 +303,7 @@ def deepgram_router(ctx: ServerContext) -> APIRouter:
         try:
             query = validate(SpeakQuery, dict(ws.query_params))
             fmt = query.ws_format()
-            voice = await resolve_voice(ctx, query.model)
+            voice = await resolve_voice(ctx, query.model, PROTOCOL)
         except Exception as e:  # noqa: BLE001 - where Deepgram refuses the handshake: a Warning, then close
             err = api_error_from(e, ctx.config.retry_after_s)
             ctx.metrics.error(err)

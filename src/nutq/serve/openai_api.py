@@ -25,8 +25,19 @@ from .context import LiveStream, ServerContext, StreamOptions
 from .errors import api_error_from
 from .formats import OutputFormat, parse_format
 from .response import LiveAudioResponse
+from .voice_names import resolve_voice
 
-__all__ = ["SpeechRequest", "openai_router"]
+__all__ = ["SpeechRequest", "VoiceRef", "openai_router"]
+
+PROTOCOL = "openai"
+
+
+class VoiceRef(BaseModel):
+    """OpenAI's custom-voice form of `voice`, `{"id": "..."}`: here, a voice id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
 
 
 class SpeechRequest(BaseModel):
@@ -36,7 +47,9 @@ class SpeechRequest(BaseModel):
 
     model: str = Field(min_length=1)
     input: str = Field(min_length=1, description="text to speak; at most ServeConfig.max_input_chars")
-    voice: str = Field(min_length=1, description="a registered voice id, or 'default' for the built-in voice")
+    voice: str | VoiceRef = Field(description="a registered voice id ('default': the built-in voice), an alias "
+                                  "(nutq serve --voice-alias), one of OpenAI's voice names (the default voice unless "
+                                  "aliased), or {\"id\": voice id}")
     instructions: str | None = Field(None, description="not supported; must be empty")
     response_format: str = Field("mp3", description="pcm (s16le), wav, mp3, opus (Ogg), flac or aac")
     speed: float = Field(1.0, ge=0.25, le=4.0, description="only 1.0 is implemented")
@@ -66,14 +79,25 @@ class SpeechRequest(BaseModel):
             raise ValueError("instructions are not supported by this model; use exaggeration and cfg_weight")
         return v
 
+    @field_validator("voice")
+    @classmethod
+    def _voice_named(cls, v: str | VoiceRef) -> str | VoiceRef:
+        if isinstance(v, str) and not v:
+            raise ValueError("voice must not be empty")
+        return v
+
+    @property
+    def voice_name(self) -> str:
+        return self.voice.id if isinstance(self.voice, VoiceRef) else self.voice
+
     def output_format(self) -> OutputFormat:
         return parse_format(self.response_format, self.sample_rate, protocol="openai")
 
 
-def _options(req: SpeechRequest, max_new_tokens: int) -> StreamOptions:
+def _options(req: SpeechRequest, voice: str, max_new_tokens: int) -> StreamOptions:
     params = SamplingParams(cfg_weight=req.cfg_weight, temperature=req.temperature,
                             max_new_tokens=req.max_tokens or max_new_tokens)
-    return StreamOptions(req.input, req.voice, req.language, params, req.seed, req.exaggeration, req.normalize,
+    return StreamOptions(req.input, voice, req.language, params, req.seed, req.exaggeration, req.normalize,
                          diacritize=req.diacritize)
 
 
@@ -115,9 +139,11 @@ def openai_router(ctx: ServerContext) -> APIRouter:
         try:
             fmt = req.output_format()
             enc = make_encoder(fmt)
+            voice = await resolve_voice(ctx, req.voice_name, PROTOCOL)
         except Exception as e:  # noqa: BLE001 - mapped to the client's status code
             raise api_error_from(e, ctx.config.retry_after_s) from e
-        stream = await ctx.open_stream(_options(req, ctx.config.max_new_tokens), client=request.state.client, protocol="openai")
+        stream = await ctx.open_stream(_options(req, voice, ctx.config.max_new_tokens), client=request.state.client,
+                                       protocol=PROTOCOL)
         if req.stream_format == "sse":
             return LiveAudioResponse(_sse(stream, enc), media_type="text/event-stream", on_close=stream.cancel,
                                      headers={"Cache-Control": "no-cache"})
