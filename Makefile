@@ -14,7 +14,7 @@ RANDOM_TOKENS ?= 75
 .PHONY: setup test test-slow speak golden refenv clean
 
 # pip runs without -q so that its progress shows: the first setup downloads about 300 MB.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) (set PY=python3.x, >= 3.11)"; exit 1; }
 	@echo "== Setting up $(VENV) (first run only; a few minutes, mostly downloads):"
 	@echo "   1/3 pip itself, 2/3 CPU torch 2.13.0 (a 190 MB wheel), 3/3 nutq with its test and server extras (~120 MB)"
@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml
 	@# The CPU torch wheel first (pinned), so the editable install never pulls CUDA builds.
 	$(VPY) -m pip install torch==2.13.0
 	$(VPY) -m pip install -e '.[test,serve]'
+	@# The Python client (clients/python, websockets + httpx): its tests in tests/clients use it.
+	$(VPY) -m pip install -e clients/python
 	touch $(STAMP)
 	@echo "== $(VENV) is ready"
 
