@@ -52,6 +52,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=_DEFAULTS.max_new_tokens, metavar="N",
                    help="speech tokens per phrase at most (25 per second of audio); requests may ask for fewer "
                         "(max_tokens), never more. Bounds how long one request runs, e.g. under a client's timeout")
+    p.add_argument("--no-demo", action="store_true", help="do not serve the browser demo page at / (clients/js)")
     p.set_defaults(func=_serve)
 
 
@@ -83,6 +84,9 @@ def _serve(args) -> int:
     tts = TTS(files, device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype, flow=flow,
               max_sessions=args.max_sessions, voice_store=args.voice_store, scheduler=not args.no_scheduler)
     app = create_app(tts, config)
+    if not args.no_demo:
+        from .demo import install_demo
+        install_demo(app)
     # ws_max_size twice the app's limit: a message a little over the limit gets the protocol's
     # in-band `message_too_large` error before the close; uvicorn still bounds what it buffers.
     # log_config=None: uvicorn's records go through the handler configured above; access_log off:
