@@ -38,8 +38,8 @@ class Served:
         return self.log.read_text(errors="replace")
 
 
-def start_server(checkpoint: Path, log: Path, *extra: str, timeout: float = 120.0) -> Served:
-    port = free_port()
+def start_server(checkpoint: Path, log: Path, *extra: str, port: int | None = None, timeout: float = 120.0) -> Served:
+    port = port or free_port()
     cmd = [sys.executable, "-m", "nutq.cli", "serve", "--model-dir", str(checkpoint), "--host", "127.0.0.1",
            "--port", str(port), "--flow", "meanflow", "--max-sessions", "4", "--voice-store", str(log.parent / "voices"),
            *extra]
