@@ -260,7 +260,9 @@ export class NutqContext {
     this._closing = this._cancelled = this._draining = this._finished = false;
     this._error = null;
     this._onWs = null;  // the socket the context is open on
-    this._baseChars = 0;
+    this._baseChars = 0;  // where the text of the current server-side context starts
+    this._baseS = 0;  // seconds of audio before it (decodable formats)
+    this._segSamples = 0;  // samples decoded from the current server-side context
     this._events = [];
     this._waiter = null;
     this._decoder = null;
@@ -298,6 +300,8 @@ export class NutqContext {
 
   _checkWritable() {
     if (this._error) throw this._error;
+    const pending = this.client._pendingError;  // a connection-level error no context took yet
+    if (pending) { this.client._pendingError = null; throw pending; }
     if (this._closing || this._cancelled || this._finished) throw new NutqError("context_closed", `context ${this.id} is closed or cancelled`, { contextId: this.id });
   }
 
@@ -309,6 +313,8 @@ export class NutqContext {
     const replay = this._onWs !== null;
     if (!replay && !this.text && !this._flushes.length && !this._closing) return;  // nothing to open it for yet
     this._onWs = ws;
+    this._baseS = this._heardS();
+    this._segSamples = 0;
     this._baseChars = this._acked;
     this._decoder = null;  // a new server-side context: a new encoded stream (a new WAV header)
     this._draining = false;
@@ -335,13 +341,24 @@ export class NutqContext {
       this._decoder ??= new PcmDecoder(this.outputFormat);
       samples = this._decoder.decode(data);
     } catch { samples = null; }  // a compressed format: the bytes are there, samples are not
+    if (samples) this._segSamples += samples.length;
     this._push({ type: "audio", contextId: this.id, data, samples, sampleRate: this.sampleRate });
+  }
+
+  /** Seconds of audio received; 0 when the format is not decoded here (durations unknown). */
+  _heardS() {
+    return this._baseS + this._segSamples / this.sampleRate;
   }
 
   _onWords(items) {
     if (this._cancelled || !items.length) return;
-    const words = items.map((w) => ({ ...w, char_start: w.char_start + this._baseChars, char_end: w.char_end + this._baseChars }));
-    this._acked = Math.max(this._acked, ...words.map((w) => w.char_end));
+    const words = items.map((w) => ({ ...w, start: w.start + this._baseS, end: w.end + this._baseS,
+      char_start: w.char_start + this._baseChars, char_end: w.char_end + this._baseChars }));
+    // a word counts as spoken once its audio has arrived (always, when durations are unknown)
+    const heard = this._heardS();
+    const decoded = this._segSamples > 0;
+    const spoken = words.filter((w) => !decoded || w.end <= heard + 1e-3).map((w) => w.char_end);
+    if (spoken.length) this._acked = Math.max(this._acked, ...spoken);
     this._push({ type: "timestamps", contextId: this.id, words });
   }
 

@@ -41,8 +41,8 @@ class Served:
 def start_server(checkpoint: Path, log: Path, *extra: str, port: int | None = None, timeout: float = 120.0) -> Served:
     port = port or free_port()
     cmd = [sys.executable, "-m", "nutq.cli", "serve", "--model-dir", str(checkpoint), "--host", "127.0.0.1",
-           "--port", str(port), "--flow", "meanflow", "--max-sessions", "4", "--voice-store", str(log.parent / "voices"),
-           *extra]
+           "--port", str(port), "--flow", "meanflow", "--max-sessions", "4",
+           "--voice-store", str(log.parent / "voices"), *extra]
     out = open(log, "wb")
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     served = Served(f"http://127.0.0.1:{port}", proc, log)
