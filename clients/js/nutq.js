@@ -195,7 +195,8 @@ export class NutqClient {
 
   _onClosed(ws, code, reason) {
     if (this.ws === ws) this.ws = null;
-    const open = [...this.contexts.values()].filter((c) => !c._finished);
+    // contexts that never sent anything have nothing on the server to lose
+    const open = [...this.contexts.values()].filter((c) => !c._finished && c._onWs !== null);
     if (this._closed || !open.length) return;  // the next send connects again
     if (!(this.reconnect && RETRYABLE_CLOSE_CODES.has(code))) {
       const err = this._pendingError ?? new NutqError("connection_closed", `WebSocket closed with ${code}${reason ? `: ${reason}` : ""}`,

@@ -100,11 +100,11 @@ def test_cancel_silences_the_output_within_one_render_quantum(page):
         window.probe.connect(ac.destination);
       }}
       const read = () => new Promise((res) => {{ probe.port.onmessage = (e) => res(e.data); probe.port.postMessage(0); }});
-      const speaking = nutqDemo.speak({{ text: {json.dumps(SENTENCE)}, jitterMs: 200, settings: {{ max_tokens: 300, seed: 1 }} }});
+      const speaking = nutqDemo.speak({{ text: {json.dumps(SENTENCE)}, jitterMs: 400, settings: {{ max_tokens: 300, seed: 1 }} }});
       const deadline = performance.now() + 60000;
       let s;
       do {{ await new Promise((res) => setTimeout(res, 20)); s = await player.stats(); }}
-      while (!(s.playing && s.played > 0.2 * ac.sampleRate && s.buffered > 0.05 * s.inputRate) && performance.now() < deadline);
+      while (!(s.playing && s.played > 0.1 * ac.sampleRate && s.buffered > 0.05 * s.inputRate) && performance.now() < deadline);
       const before = await read();
       const postFrame = Math.round(ac.currentTime * ac.sampleRate);
       const cancelled = await nutqDemo.stop();

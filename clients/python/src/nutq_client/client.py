@@ -171,7 +171,8 @@ class Client:
         async with self._lock:
             if self._ws is ws:
                 self._ws = None
-            open_ = [c for c in self._contexts.values() if not c._finished]
+            # contexts that never sent anything have nothing on the server to lose
+            open_ = [c for c in self._contexts.values() if not c._finished and c._on_ws is not None]
             if self._closed or not open_:
                 return  # the next operation connects again
             if not (self.reconnect and code in RETRYABLE_CLOSE_CODES):
