@@ -130,6 +130,7 @@ export class NutqClient {
     this._closed = false;
     this._opening = null;
     this._pendingError = null;
+    this._drops = 0;  // retryable closes in a row with nothing received in between
   }
 
   /** Resolves once the socket is open (retrying with backoff when it cannot be opened). */
@@ -167,10 +168,14 @@ export class NutqClient {
         if (!this.reconnect || this._attempt > this.maxRetries || this._closed) {
           throw new NutqError("connect_failed", `cannot connect to ${this.url}`, { retryable: true });
         }
-        const base = Math.min(this.maxBackoffMs, this.backoffMs * 2 ** (this._attempt - 1));
-        await new Promise((r) => setTimeout(r, base * (0.5 + Math.random() / 2)));
+        await new Promise((r) => setTimeout(r, this._delay(this._attempt)));
       }
     }
+  }
+
+  _delay(attempt) {
+    const base = Math.min(this.maxBackoffMs, this.backoffMs * 2 ** (attempt - 1));
+    return base * (0.5 + Math.random() / 2);  // jitter: clients cut off together do not return together
   }
 
   _openOnce() {
@@ -205,8 +210,15 @@ export class NutqClient {
       for (const c of open) c._fail(err);
       return;
     }
+    // a server that accepts and drops at once must not be hammered: back off between drops too
+    this._drops += 1;
+    if (this._drops > this.maxRetries) {
+      const err = new NutqError("connection_closed", `${this._drops - 1} reconnections in a row dropped (${code})`, { retryable: true, closeCode: code });
+      for (const c of open) c._fail(err);
+      return;
+    }
     this.reconnects += 1;
-    this.connect().catch((err) => { for (const c of open) c._fail(err); });
+    setTimeout(() => this.connect().catch((err) => { for (const c of open) c._fail(err); }), this._delay(this._drops));
   }
 
   _send(ctx, msg) {
@@ -222,6 +234,7 @@ export class NutqClient {
   }
 
   _dispatch(data) {
+    this._drops = 0;  // the connection works
     if (data instanceof ArrayBuffer) {
       const b = new Uint8Array(data);
       const n = b[0];

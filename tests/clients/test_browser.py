@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -178,9 +179,9 @@ def test_decoder_strips_the_wav_header_and_carries_split_samples(page):
     assert r["mu"][0] == 0 and r["mu"][1] == 0 and r["mu"][2] < -0.97 and r["mu"][3] > 0.97
 
 
-@pytest.mark.parametrize("how", ["1012", "draining"])
-def test_reconnect_resends_unspoken_text_and_text_given_meanwhile(page, how):
-    script = Scripted(how)
+@contextmanager
+def serving(handler):
+    """A websockets server for `handler` on 127.0.0.1, in a thread of its own; yields its port."""
     loop = asyncio.new_event_loop()
     ready, port = threading.Event(), []
     stop = asyncio.Event()
@@ -188,7 +189,7 @@ def test_reconnect_resends_unspoken_text_and_text_given_meanwhile(page, how):
     async def serve_until_stopped():
         from websockets.asyncio.server import serve
 
-        async with serve(script.handler, "127.0.0.1", 0) as srv:
+        async with serve(handler, "127.0.0.1", 0) as srv:
             port.append(srv.sockets[0].getsockname()[1])
             ready.set()
             await stop.wait()
@@ -197,9 +198,20 @@ def test_reconnect_resends_unspoken_text_and_text_given_meanwhile(page, how):
     thread.start()
     assert ready.wait(10)
     try:
+        yield port[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+        loop.close()
+
+
+@pytest.mark.parametrize("how", ["1012", "draining"])
+def test_reconnect_resends_unspoken_text_and_text_given_meanwhile(page, how):
+    script = Scripted(how)
+    with serving(script.handler) as port:
         r = page.evaluate(f"""(async () => {{
           const {{ NutqClient }} = await import("/client/nutq.js");
-          const client = new NutqClient("ws://127.0.0.1:{port[0]}", {{ backoffMs: 50, voice: "v1" }});
+          const client = new NutqClient("ws://127.0.0.1:{port}", {{ backoffMs: 50, voice: "v1" }});
           await client.connect();
           const ctx = client.context("t", {{ seed: 5 }});
           ctx.sendText({json.dumps(TEXT1)});
@@ -218,10 +230,6 @@ def test_reconnect_resends_unspoken_text_and_text_given_meanwhile(page, how):
           client.close();
           return {{ events, reconnects: client.reconnects }};
         }})()""", timeout=60)
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
-        loop.close()
     assert r["reconnects"] == 1 and len(script.connections) == 2
     replay = script.connections[1]
     assert replay[0] == {"type": "config", "voice": "v1"}
@@ -231,6 +239,29 @@ def test_reconnect_resends_unspoken_text_and_text_given_meanwhile(page, how):
     types = [e["type"] for e in r["events"]]
     assert types[:2] == ["audio", "timestamps"] and types[-1] == "done" and r["events"][-1]["reason"] == "closed"
     assert {"type": "resumed", "charOffset": 5, "attempt": 1} in r["events"]  # (JSON drops undefined fields)
+
+
+def test_reconnect_gives_up_on_a_server_that_keeps_dropping(page):
+    connections = []
+
+    async def drop(ws):
+        connections.append(ws)
+        await ws.recv()
+        await ws.close(1013)
+
+    with serving(drop) as port:
+        r = page.evaluate(f"""(async () => {{
+          const {{ NutqClient }} = await import("/client/nutq.js");
+          const client = new NutqClient("ws://127.0.0.1:{port}", {{ maxRetries: 3, backoffMs: 10 }});
+          await client.connect();
+          const ctx = client.context();
+          ctx.sendText("مرحبا.");
+          try {{ for await (const _ of ctx) {{}} }} catch (e) {{ return {{ code: e.code, closeCode: e.closeCode,
+                                                                    retryable: e.retryable, reconnects: client.reconnects }}; }}
+          return null;
+        }})()""", timeout=60)
+    assert r == {"code": "connection_closed", "closeCode": 1013, "retryable": True, "reconnects": 3}
+    assert len(connections) == 4
 
 
 def test_demo_page_ui_highlights_words_and_screenshot(page):

@@ -70,3 +70,27 @@ def test_non_retryable_close_ends_open_contexts_with_a_typed_error():
 def test_reconnect_off_reports_the_retryable_close():
     connections, events, reconnects = asyncio.run(asyncio.wait_for(scenario("1013", reconnect=False), 30))
     assert reconnects == 0 and isinstance(events[-1], ConnectionLost) and events[-1].retryable
+
+
+def test_a_server_that_keeps_dropping_is_given_up_on_after_max_retries():
+    connections = []
+
+    async def drop(ws):
+        connections.append(ws)
+        await ws.recv()
+        await ws.close(1013)
+
+    async def main():
+        async with serve(drop, "127.0.0.1", 0) as srv:
+            port = srv.sockets[0].getsockname()[1]
+            async with nutq_client.Client(f"ws://127.0.0.1:{port}", max_retries=3, backoff_s=0.01) as client:
+                ctx = client.context()
+                await ctx.send_text("مرحبا.")
+                with pytest.raises(ConnectionLost) as lost:
+                    async for _ in ctx:
+                        pass
+                return lost.value, client.reconnects
+
+    lost, reconnects = asyncio.run(asyncio.wait_for(main(), 30))
+    assert len(connections) == 4 and reconnects == 3  # the first connection and three retries
+    assert lost.close_code == 1013 and lost.retryable

@@ -73,6 +73,7 @@ class Client:
         self._contexts: dict[str, Context] = {}
         self._ids = itertools.count(1)
         self._pending_error: NutqError | None = None  # a connection-level error no context took yet
+        self._drops = 0  # retryable closes in a row with nothing received in between
         self._closed = False
 
     async def __aenter__(self) -> "Client":
@@ -136,9 +137,13 @@ class Client:
                                     status=status) from e
                 await asyncio.sleep(self._delay(attempt))
         self._ws = ws
-        if self.defaults:
-            await ws.send(json.dumps({"type": "config", **self.defaults}, ensure_ascii=False))
+        # the reader first: if the socket dies during the sends below, its close is handled there
         asyncio.get_running_loop().create_task(self._read(ws), name="nutq-client-reader")
+        if self.defaults:
+            try:
+                await ws.send(json.dumps({"type": "config", **self.defaults}, ensure_ascii=False))
+            except ConnectionClosed:
+                pass
 
     async def _do(self, action: Callable[[ClientConnection], Awaitable[None]]) -> None:
         """Run `action` (record a change to a context, then send it) on a live connection."""
@@ -161,6 +166,8 @@ class Client:
         except ConnectionClosed:
             pass
         except NutqError as e:  # the server broke the protocol: nothing on this socket is trustworthy
+            if self._ws is ws:
+                self._ws = None
             await ws.close(1002)
             self._fail_all(e)
             return
@@ -180,6 +187,13 @@ class Client:
                 self._pending_error = None
                 self._fail_all(err)
                 return
+            # a server that accepts and drops at once must not be hammered: back off between drops
+            # too, and give up after max_retries drops with nothing received in between
+            self._drops += 1
+            if self._drops > self.max_retries:
+                self._fail_all(ConnectionLost(code, f"{self._drops - 1} reconnections in a row dropped"))
+                return
+            await asyncio.sleep(self._delay(self._drops))
             try:
                 await self._connect_locked()
             except NutqError as e:
@@ -194,6 +208,7 @@ class Client:
             ctx._fail(err)
 
     def _dispatch(self, frame: str | bytes) -> None:
+        self._drops = 0  # the connection works
         if isinstance(frame, bytes):
             cid, data = unpack_audio_frame(frame)
             if (ctx := self._contexts.get(cid)) is not None:
