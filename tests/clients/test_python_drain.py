@@ -12,7 +12,7 @@ import pytest
 
 nutq_client = pytest.importorskip("nutq_client")
 from nutq_client import Audio, Done, Resumed, Timestamps  # noqa: E402
-from tests.clients.conftest import free_port, start_server, stop_server  # noqa: E402
+from tests.clients.served import free_port, start_server, stop_server  # noqa: E402
 from tests.serve.helpers import http_request  # noqa: E402
 
 PHRASES = ["مرحبا بكم. ", "كيف حالك اليوم؟ ", "أنا بخير."]
