@@ -2,7 +2,8 @@
 `nutq serve` on loopback: every sample the server sent reaches the AudioWorklet and is played,
 no underrun when the jitter buffer covers the stream's pace, cancel silences the output within one
 render quantum (checked by an independent probe worklet behind the player), the client's
-contexts, flush and reconnection, and a screenshot of the demo page (out/test-artifacts/demo.png).
+contexts, flush and reconnection, and a screenshot of the demo page (out/test-artifacts/demo.png,
+or in $NUTQ_TEST_ARTIFACTS).
 
 Needs Chromium (`apt-get install chromium`; .ci/run installs it); skipped, saying so, without it.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +25,8 @@ from tests.clients.scripted import LATE, TEXT1, TEXT2, Scripted
 RATE = 24_000
 QUANTUM = 128  # frames per Web Audio render quantum
 JITTER_MS = 1000  # the test's jitter buffer: ample for a tiny model on a shared CPU
-ARTIFACTS = Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
+# $NUTQ_TEST_ARTIFACTS: where .ci/run keeps artifacts (its clone of the repository is temporary)
+ARTIFACTS = Path(os.environ.get("NUTQ_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / "out" / "test-artifacts")
 SENTENCE = "مرحبا بكم في نطق."
 
 # An output probe behind the player: counts the audible frames it sees and the last one's index
