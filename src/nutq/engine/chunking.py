@@ -23,13 +23,14 @@ chunk hide the production of the next while the number of flow calls stays small
 call per 24 tokens (~1 s of audio).
 
 `MEANFLOW_SCHEDULE`, for the distilled 2-step decoder: 2 -> 4 -> 8 -> 16 -> 16 ... (first chunk with
-token 9). A render costs about a tenth as much (2 estimator passes of one row instead of 10 of
-two; measured on CPU at full size: benchmarks/flow_choice.py in BENCHMARKS.md), so the first chunk
-can be one token smaller (80 ms: 40 ms of audio after the 40 ms trim fade; a 1-token first chunk
-would be the fade alone) and the wait for the second chunk, 4 T3 steps + one cheap render, still
-fits in its 80 ms on a GPU. Capping at 16 instead of 24 spreads the steady renders more evenly
-over playback (smaller bursts for a batched vocoder) at a flow cost per token that is still about
-six times below the 10-step decoder's at 24.
+token 9). A render is far cheaper (2 estimator passes of one row instead of 10 of two; measured on
+CPU at full size, benchmarks/flow_choice.py in BENCHMARKS.md: 7.8x less in fp32, 15x in bf16, the
+flow encoder being the same), so the first chunk can be one token smaller (80 ms: 40 ms of audio
+after the 40 ms trim fade; a 1-token first chunk would be the fade alone), which saves one T3 step
+of first-audio latency, and the wait for the second chunk (4 T3 steps + one cheap render) should
+still fit in its 80 ms on a GPU (not yet measured there). Capping at 16 instead of 24 spreads the
+steady renders more evenly over playback (smaller bursts for a batched vocoder) at a flow cost per
+token still 5x (fp32) to 10x (bf16) below the 10-step decoder's at 24.
 """
 
 from __future__ import annotations
