@@ -171,18 +171,18 @@ class _SpeakSocket:
         self.queue: SpeechQueue[_Text | _Flush] = SpeechQueue(self._speak)
         self.sequence = 0
         self.closed = False
+        self.receiver = WsReceiver(ws, ctx, self.warn, busy=lambda: self.queue.busy)
 
     async def send_json(self, payload: dict) -> None:
-        await self.ws.send_text(json.dumps(payload, ensure_ascii=False))
+        await self.receiver.send(json.dumps(payload, ensure_ascii=False))
 
     async def warn(self, err: ApiError) -> None:
         self.ctx.metrics.error(err)
         await self.send_json(_warning(err))
 
     async def run(self) -> None:
-        receiver = WsReceiver(self.ws, self.ctx, self.warn, busy=lambda: self.queue.busy)
         try:
-            while (data := await receiver.next()) is not None:
+            while (data := await self.receiver.next()) is not None:
                 if not await self._on_message(data):
                     break
         finally:
@@ -263,10 +263,10 @@ class _SpeakSocket:
             async for chunk in live:
                 data = await enc.aencode(chunk.audio)
                 if data:
-                    await self.ws.send_bytes(data)
+                    await self.receiver.send(data)
             tail = enc.finish()
             if tail:
-                await self.ws.send_bytes(tail)
+                await self.receiver.send(tail)
         except ApiError as e:
             await self._failed(e)
         finally:

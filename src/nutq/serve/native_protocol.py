@@ -165,11 +165,12 @@ class Timings(_Message):
 
 class DoneMessage(_Message):
     """The context is over and its id free again: after its last audio (`closed`), at once on
-    `cancel` (`cancelled`), or after an `error` that ended it (`error`)."""
+    `cancel` (`cancelled`), after an `error` that ended it (`error`), or after the `error` (code
+    `server_draining`) of a context cut off by a shutting-down server (`server_draining`)."""
 
     type: Literal["done"] = "done"
     context_id: str
-    reason: Literal["closed", "cancelled", "error"]
+    reason: Literal["closed", "cancelled", "error", "server_draining"]
     timings: Timings
 
 
