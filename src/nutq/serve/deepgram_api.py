@@ -50,7 +50,7 @@ from .response import LiveAudioResponse
 from .speech_queue import SpeechQueue
 from .ws_util import WsReceiver, authenticate_ws, close_ws
 
-__all__ = ["SpeakQuery", "deepgram_router", "resolve_voice"]
+__all__ = ["SpeakQuery", "deepgram_router", "error_response", "resolve_voice"]
 
 PROTOCOL = "deepgram"
 _AURA_NAME = re.compile(r"aura(-\d+)?-[a-z]+-[a-z]{2}")  # Deepgram's voice names
@@ -116,6 +116,11 @@ def _request_id(conn) -> str:
 def _error_body(err: ApiError, request_id: str) -> dict:
     code = "INVALID_AUTH" if err.status == 401 else (err.code or "error").upper()  # Deepgram's spelling for 401
     return {"err_code": code, "err_msg": err.message, "request_id": request_id}
+
+
+def error_response(err: ApiError, conn) -> JSONResponse:
+    """`err` as Deepgram answers it over REST (also for refusals made before the route runs)."""
+    return JSONResponse(_error_body(err, _request_id(conn)), status_code=err.status, headers=err.headers)
 
 
 def _warning(err: ApiError) -> dict:
@@ -301,7 +306,7 @@ def deepgram_router(ctx: ServerContext) -> APIRouter:
         except Exception as e:  # noqa: BLE001 - every failure answered in Deepgram's shape
             err = api_error_from(e, ctx.config.retry_after_s)
             ctx.metrics.error(err)
-            return JSONResponse(_error_body(err, request_id), status_code=err.status, headers=err.headers)
+            return error_response(err, request)
         headers = {"dg-request-id": request_id, "dg-model-name": query.model or voice, "dg-char-count": str(len(text))}
         return LiveAudioResponse(_audio(live, enc), media_type=fmt.content_type, on_close=live.cancel, headers=headers)
 

@@ -30,16 +30,17 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..engine.voice import VoiceError, load_audio
 from ..engine.voice_cache import DEFAULT_VOICE_ID, VoiceInfo, check_voice_id
+from .body_limits import BodyTooLarge
 from .config import ServeConfig
 from .context import ServerContext
 from .errors import ApiError, api_error_from
 
-__all__ = ["voices_router", "check_clip", "ClipCheck"]
+__all__ = ["voices_router", "check_clip", "ClipCheck", "UPLOAD_OVERHEAD_BYTES"]
 
 # soundfile's names for the containers accepted (WAVEX: WAV with the extensible header).
 _FORMATS = {"WAV": "wav", "WAVEX": "wav", "FLAC": "flac", "MP3": "mp3", "OGG": "ogg"}
 # Room for the multipart boundaries and the small form fields around the clip itself.
-_MULTIPART_OVERHEAD = 16 * 1024
+UPLOAD_OVERHEAD_BYTES = 16 * 1024
 _MAX_FIELD_BYTES = 1024
 
 
@@ -104,15 +105,14 @@ class _BodyTooLarge(MultiPartException):
     """Raised inside the parser, which then closes the temporary files it made so far."""
 
 
-async def _bounded_body(request: Request, limit: int):
-    """The request body, stopped as soon as more than `limit` bytes arrived (a missing or false
-    Content-Length must not let a client fill memory or disk)."""
-    n = 0
-    async for piece in request.stream():
-        n += len(piece)
-        if n > limit:
-            raise _BodyTooLarge(f"request body exceeds {limit} bytes")
-        yield piece
+async def _body(request: Request):
+    """The request body; `BodyGuard` cuts it off at the upload limit (a missing or false
+    Content-Length must not let a client fill memory or disk), as a parser error here."""
+    try:
+        async for piece in request.stream():
+            yield piece
+    except BodyTooLarge as e:
+        raise _BodyTooLarge(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,7 @@ async def _read_upload(request: Request, config: ServeConfig) -> _Upload:
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise ApiError(400, "send the clip as multipart/form-data with a 'file' field", code="invalid_value",
                        param="file")
-    limit = config.max_upload_bytes + _MULTIPART_OVERHEAD
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(int(declared), config)
-    parser = MultiPartParser(request.headers, _bounded_body(request, limit), max_files=1, max_fields=2,
+    parser = MultiPartParser(request.headers, _body(request), max_files=1, max_fields=2,
                              max_part_size=_MAX_FIELD_BYTES)
     try:
         form = await parser.parse()
