@@ -70,6 +70,7 @@ class VoiceInfo:
     nbytes: int  # tensor bytes of the voice
     source: str | None  # the clip's path when registered from a file
     in_memory: bool
+    owner: str | None = None  # who registered it (a server's client id), when `add` was told
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class _Entry:
     nbytes: int
     source: str | None = None  # absolute path of the clip when registered from a file
     source_sig: tuple[int, int] | None = None  # (size, mtime_ns) when last read
+    owner: str | None = None
 
 
 def check_voice_id(voice_id: str) -> str:
@@ -157,14 +159,18 @@ class VoiceCache:
         if self._store is not None:
             self._store.mkdir(parents=True, exist_ok=True)
             self._entries = self._read_index()
+            self._clean_leftovers()
 
     # --- public API -------------------------------------------------------------------------------
 
-    def add(self, clip: bytes | str | Path, voice_id: str | None = None, exaggeration: float = 0.5) -> str:
+    def add(self, clip: bytes | str | Path, voice_id: str | None = None, exaggeration: float = 0.5, *,
+            owner: str | None = None) -> str:
         """Register a voice from clip bytes or a clip file; returns its id.
 
         Without an id, the id is derived from the clip's hash, so adding the same clip again returns
-        the same id. Registering an existing id with another clip replaces that voice."""
+        the same id. Registering an existing id with another clip replaces that voice. `owner` is
+        recorded with it (see `VoiceInfo.owner`). If storing fails (e.g. a full disk: the OSError
+        is raised), the cache and the store are left as they were."""
         if voice_id is not None:
             check_voice_id(voice_id)
             if voice_id == DEFAULT_VOICE_ID:
@@ -182,16 +188,26 @@ class VoiceCache:
         voice_id = voice_id or f"v-{h[:16]}"
         seconds, sr = _clip_info(clip)
         voice = self._voice_for(h, lambda: clip, persist=True)
-        entry = _Entry(h, exaggeration, time.time(), seconds, sr, voice_nbytes(voice), source, sig)
+        entry = _Entry(h, exaggeration, time.time(), seconds, sr, voice_nbytes(voice), source, sig, owner)
         with self._lock:
             old = self._entries.get(voice_id)
             self._entries[voice_id] = entry
-        # After registering: from now on a concurrent remove of another id cannot delete this file.
-        if self._store is not None and not self._voice_path(h).exists():
-            self._persist(h, voice, clip)
+        try:
+            # After registering: from now on a concurrent remove of another id cannot delete this file.
+            if self._store is not None and not self._voice_path(h).exists():
+                self._persist(h, voice, clip)
+            self._write_index()
+        except BaseException:
+            with self._lock:
+                if self._entries.get(voice_id) is entry:
+                    if old is None:
+                        del self._entries[voice_id]
+                    else:
+                        self._entries[voice_id] = old
+            self._forget_unreferenced(h)
+            raise
         if old is not None and old.clip_sha256 != h:
             self._forget_unreferenced(old.clip_sha256)
-        self._write_index()
         return voice_id
 
     def get(self, voice_id: str) -> Voice:
@@ -242,7 +258,7 @@ class VoiceCache:
             for vid in sorted(self._entries):
                 e = self._entries[vid]
                 out.append(VoiceInfo(vid, e.clip_sha256, e.exaggeration, e.created, e.clip_seconds, e.nbytes,
-                                     e.source, e.clip_sha256 in self._mem))
+                                     e.source, e.clip_sha256 in self._mem, e.owner))
         return out
 
     @property
@@ -405,7 +421,7 @@ class VoiceCache:
             gen = self._generation
             voices = {vid: {"clip_sha256": e.clip_sha256, "exaggeration": e.exaggeration, "created": e.created,
                             "clip_seconds": e.clip_seconds, "clip_sample_rate": e.clip_sample_rate,
-                            "nbytes": e.nbytes, "source": e.source,
+                            "nbytes": e.nbytes, "source": e.source, "owner": e.owner,
                             "source_sig": list(e.source_sig) if e.source_sig else None}
                       for vid, e in self._entries.items()}
         doc = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "model": self._model, "voices": voices}
@@ -417,6 +433,7 @@ class VoiceCache:
     def _read_index(self) -> dict[str, _Entry]:
         assert self._store is not None
         path = self._store / INDEX_FILE
+        self._indexed: set[str] | None = set()  # clip hashes the index names; None: it was unreadable
         if not path.exists():
             return {}
         try:
@@ -433,7 +450,9 @@ class VoiceCache:
                 os.replace(path, aside)
             except OSError as e2:
                 log.warning("could not move the unusable index aside: %s", e2)
+            self._indexed = None
             return {}
+        self._indexed = {rec.get("clip_sha256") for rec in doc["voices"].values() if isinstance(rec, dict)}
         entries = {}
         for vid, rec in doc["voices"].items():
             try:
@@ -461,7 +480,30 @@ class VoiceCache:
             # The clip file is known: the voice will be prepared again from it on first use.
             log.warning("stored voice file of %r is unusable; it will be prepared again from %s", vid, source)
             sig = None
-        seconds, sr = rec.get("clip_seconds"), rec.get("clip_sample_rate")
+        seconds, sr, owner = rec.get("clip_seconds"), rec.get("clip_sample_rate"), rec.get("owner")
         return _Entry(h, self._check_exaggeration(rec["exaggeration"]), float(rec["created"]),
                       None if seconds is None else float(seconds), None if sr is None else int(sr),
-                      int(rec["nbytes"]), None if source is None else str(source), sig)
+                      int(rec["nbytes"]), None if source is None else str(source), sig,
+                      None if owner is None else str(owner))
+
+    def _clean_leftovers(self) -> None:
+        """What a crash can leave in the store: temporary files of interrupted atomic writes, and
+        voice files whose index entry was never written (their upload was never acknowledged: the
+        index is written before `add` returns). Both are deleted, each with a log line. A voice file
+        the index names but that could not be used now (e.g. made with other weights) is kept, and
+        so is every voice file when the index itself was unreadable."""
+        assert self._store is not None
+        indexed = self._indexed
+        for path in sorted(self._store.iterdir()):
+            name, h = path.name, path.name.removesuffix(".safetensors")
+            stale_tmp = name.startswith(".") and name.endswith(".tmp")
+            orphan = indexed is not None and name != h and bool(_SHA256.fullmatch(h)) and h not in indexed
+            if not (stale_tmp or orphan) or not path.is_file():
+                continue
+            try:
+                path.unlink()
+            except OSError as e:
+                log.warning("voice store: could not remove leftover %s: %s", name, e)
+                continue
+            log.warning("voice store: removed %s left by an interrupted write", name if stale_tmp else
+                        f"voice file {name} (no index entry)")
