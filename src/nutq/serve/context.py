@@ -166,6 +166,8 @@ class LiveStream:
             chunk, self.first = self.first, None
             return chunk
         if self._closed:
+            if self.aborted is not None:  # closed by the drain itself while this consumer was busy
+                raise self.aborted
             raise StopAsyncIteration
         try:
             chunk = await anext(self.inner)
