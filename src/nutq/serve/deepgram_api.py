@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from starlette.websockets import WebSocketDisconnect
 
 from .. import __version__
@@ -66,7 +66,7 @@ class SpeakQuery(SynthesisExtensions):
     sample_rate: int | None = None
     container: str | None = None
     bit_rate: int | None = None
-    language: str | None = None
+    language: str | None = Field(None, min_length=1)
     callback: str | None = None
 
     @field_validator("callback")

@@ -50,7 +50,8 @@ class SpeakSettings(_Message):
 
     voice: str = Field("default", min_length=1, max_length=128,
                        description="a registered voice id, or 'default' for the checkpoint's built-in voice")
-    language: str | None = Field(None, description="language code (e.g. 'ar'); null: the server's default")
+    language: str | None = Field(None, min_length=1,
+                                 description="language code (e.g. 'ar'); null: the server's default")
     output_format: str = Field("pcm_s16le", description="pcm_s16le, pcm_f32le, wav, wav_f32, mulaw, alaw, mp3, "
                                                        "opus (Ogg), webm_opus, flac or aac")
     sample_rate: int | None = Field(None, description="output rate in Hz; null: the format's default "

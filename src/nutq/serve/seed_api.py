@@ -45,7 +45,7 @@ _MAX_WAITING = 8  # requests one socket may queue behind the one being spoken
 
 class SeedRequest(SynthesisExtensions):
     text: str = Field(min_length=1)
-    language_id: str | None = Field(None, description="language code; default: the server's")
+    language_id: str | None = Field(None, min_length=1, description="language code; default: the server's")
     speaker_id: str = Field("default", min_length=1, description="a registered voice id or 'default'")
 
     def options(self, max_new_tokens: int) -> StreamOptions:
@@ -72,7 +72,7 @@ def _parse(data: str | bytes) -> SeedRequest:
         raise ApiError(400, "message is not valid JSON", code="invalid_json") from None
     if not isinstance(msg, dict):
         raise ApiError(400, 'a request is a JSON object: {"text", "language_id", "speaker_id"}', code="invalid_value")
-    return validate(SeedRequest, msg)
+    return validate(SeedRequest, msg, strict=True)
 
 
 async def _pcm(live: LiveStream) -> AsyncIterator[bytes]:
