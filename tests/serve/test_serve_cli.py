@@ -37,3 +37,22 @@ def test_operations_flags_default_to_the_serve_config_defaults():
             args.private_metrics) == (2.5, "json", 4096, 9.0, 3, True)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--log-format", "xml"])
+
+
+def test_abuse_limit_flags_reach_the_serve_config():
+    from nutq.serve.cli import _abuse_limits
+
+    d = ServeConfig()
+    assert ServeConfig(**_abuse_limits(build_parser().parse_args(["serve"]))) == d
+    args = build_parser().parse_args(["serve", "--send-timeout", "3", "--stream-buffer-chunks", "4", "--max-body-bytes",
+                                      "1000", "--max-voices", "5", "--max-voices-per-key", "2",
+                                      "--max-concurrent-uploads", "1"])
+    got = ServeConfig(**_abuse_limits(args))
+    assert (got.send_timeout_s, got.stream_buffer_chunks, got.max_body_bytes, got.max_voices, got.max_voices_per_key,
+            got.max_concurrent_uploads) == (3.0, 4, 1000, 5, 2, 1)
+
+
+def test_the_per_client_stream_limit_never_exceeds_the_total():
+    assert ServeConfig().streams_per_key(8) == 4 and ServeConfig().streams_per_key(1) == 1
+    assert ServeConfig(max_streams_per_key=64).streams_per_key(8) == 8
+    assert ServeConfig(max_streams_per_key=2).streams_per_key(8) == 2
