@@ -53,6 +53,8 @@ def test_abuse_limit_flags_reach_the_serve_config():
 
 
 def test_the_per_client_stream_limit_never_exceeds_the_total():
-    assert ServeConfig().streams_per_key(8) == 4 and ServeConfig().streams_per_key(1) == 1
-    assert ServeConfig(max_streams_per_key=64).streams_per_key(8) == 8
-    assert ServeConfig(max_streams_per_key=2).streams_per_key(8) == 2
+    # default: half of what decodes at once (KV slots; a scheduler admits twice that, queued)
+    assert ServeConfig().streams_per_key(8, 4) == 2 and ServeConfig().streams_per_key(1, 1) == 1
+    assert ServeConfig().streams_per_key(2, 4) == 1
+    assert ServeConfig(max_streams_per_key=64).streams_per_key(8, 4) == 8
+    assert ServeConfig(max_streams_per_key=2).streams_per_key(8, 4) == 2

@@ -37,14 +37,16 @@ class BodyLimit:
     what: str = "request body"
     named_limit: int | None = None
 
-    def error(self, size: int | None) -> ApiError:
+    def error(self, size: int | None) -> "BodyTooLarge":
         got = f" of {size} bytes" if size is not None else ""
         limit = self.named_limit or self.max_bytes
-        return ApiError(413, f"{self.what}{got} exceeds the limit of {limit} bytes", code=self.code, param=self.param)
+        return BodyTooLarge(413, f"{self.what}{got} exceeds the limit of {limit} bytes", code=self.code,
+                            param=self.param)
 
 
-class BodyTooLarge(Exception):
-    """Raised by the guarded `receive` once a body passes its limit; the 413 is already decided."""
+class BodyTooLarge(ApiError):
+    """The 413 of a body past its limit; also what the guarded `receive` raises then, so that a
+    route that answers every exception in its own shape answers this one as the 413 it is."""
 
 
 def _declared_length(scope: Scope) -> tuple[int | None, bool]:
@@ -85,19 +87,19 @@ class BodyGuard:
             return
 
         seen = 0
-        refused: ApiError | None = None
+        refused: BodyTooLarge | None = None
         started = False
 
         async def guarded_receive() -> Message:
             nonlocal seen, refused
             if refused is not None:
-                raise BodyTooLarge(refused.message)
+                raise refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit.max_bytes:
                     refused = limit.error(None)
-                    raise BodyTooLarge(refused.message)
+                    raise refused
             return message
 
         async def guarded_send(message: Message) -> None:

@@ -62,7 +62,8 @@ class ServerContext:
     def __post_init__(self):
         total = self.config.max_streams or self.tts.stream_capacity
         self.metrics.watch_engine(self.tts.scheduler_stats)
-        self.limiter = StreamLimiter(total, self.config.streams_per_key(total), self.config.retry_after_s)
+        per_key = self.config.streams_per_key(total, self.tts.pool.slots)
+        self.limiter = StreamLimiter(total, per_key, self.config.retry_after_s)
         self.live: set[LiveStream] = set()
         # First-audio latencies (s) of the latest streams of every protocol, newest last: the
         # window the seed protocol's GET /latency summarizes (Prometheus keeps only buckets).

@@ -77,7 +77,7 @@ async def _body(request: Request):
         async for piece in request.stream():
             yield piece
     except BodyTooLarge as e:
-        raise _BodyTooLarge(str(e)) from None
+        raise _BodyTooLarge(e.message) from None
 
 
 @dataclass(frozen=True)
