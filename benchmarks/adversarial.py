@@ -15,7 +15,7 @@ admitted streams are real streams) and --send-timeout 5. Then:
 2. for --duration seconds, attacker threads repeat their attack (0.5 s apart) while the well-behaved client
    repeats its request every 0.5 s (status and latency of each):
    - slow readers: 4 HTTP streams and 2 native WebSockets with 2 contexts each, on sockets with a
-     1-byte receive buffer that are never read (each held 30 s, then again);
+     1-byte receive buffer that are never read (each held 50 s, then again);
    - bombs: the 343 KB FLAC of 8 channels at 655,350 Hz (60 s) and a 2-channel 192 kHz 60 s FLAC,
      uploaded to /v1/voices by 2 threads;
    - big bodies: unauthenticated POSTs declaring 200 MB and authenticated chunked bodies to
@@ -52,11 +52,13 @@ from load_ws import RssSampler, Server, pct, rss_mb
 
 ATTACKER, GOOD = "attacker-key", "good-key"
 SEND_TIMEOUT_S = 5.0
+LONG = "هذا نص طويل جدا بلا أي علامة ترقيم يستمر ويستمر حتى النهاية البعيدة"
 PAUSE_S = 0.5  # between two attempts of one attacker thread
 # A stalled socket is held this long: the server's kernel send buffer (autotuned to megabytes on
 # loopback) must fill before its sends block and the send timeout can run.
-HOLD_S = 30.0
-LONG = "هذا نص طويل جدا بلا أي علامة ترقيم يستمر ويستمر حتى النهاية البعيدة"
+HOLD_S = 50.0
+# Four phrases of up to 1000 tokens each: more audio than those buffers hold.
+SLOW_TEXT = ". ".join([LONG] * 4) + "."
 MB = 1 << 20
 
 
@@ -130,7 +132,7 @@ class Attacks:
             self.stop.wait(PAUSE_S)
 
     def slow_http(self) -> str:
-        body = speech(LONG, 1000, sample_rate=48_000)  # twice the bytes: the buffers fill sooner
+        body = speech(SLOW_TEXT, 1000, sample_rate=48_000)  # twice the bytes: the buffers fill sooner
         with open_socket(self.port, rcvbuf=1) as s:
             s.sendall(head("POST", "/v1/audio/speech", {"Authorization": f"Bearer {ATTACKER}",
                                                         "Content-Type": "application/json",
@@ -146,7 +148,8 @@ class Attacks:
             for cid in ("a", "b"):
                 for m in ({"type": "config", "context_id": cid, "max_tokens": 1000, "output_format": "pcm_f32le",
                            "sample_rate": 48_000},
-                          {"type": "text", "context_id": cid, "text": LONG}, {"type": "flush", "context_id": cid}):
+                          {"type": "text", "context_id": cid, "text": SLOW_TEXT},
+                          {"type": "flush", "context_id": cid}):
                     s.sendall(ws_frame(json.dumps(m)))
             self.stop.wait(HOLD_S)
         return "held"
