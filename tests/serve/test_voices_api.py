@@ -23,7 +23,7 @@ from nutq.serve.audio_out import to_int16  # noqa: E402
 from nutq.serve.config import ServeConfig  # noqa: E402
 from nutq.tts import TTS  # noqa: E402
 
-from tests.serve.helpers import connect, get_json, http_request, running_server  # noqa: E402
+from tests.serve.helpers import get_json, http_request, running_server  # noqa: E402
 from tests.serve.raw_clients import read_response_head, send_request_head, stalled_socket  # noqa: E402
 
 KEY = "voices-key"
