@@ -173,3 +173,31 @@ def test_generation_waits_for_a_consumer_that_does_not_take_its_chunks(tts):
     assert made <= 1 + 2 + 1, f"{made} chunks made for a consumer that took one"
     assert len(audio) == len(reference) and all(np.array_equal(a, b) for a, b in zip(audio, reference))
     assert tts.pool.in_use == 0
+
+
+def test_the_scheduler_stops_decoding_a_session_nobody_reads(tiny_checkpoint):
+    tts = TTS.from_local(tiny_checkpoint, max_sessions=1, scheduler=True)
+    tokens = 400  # far more than the few chunks a paused session may have ready
+
+    async def run() -> int:
+        stream = AsyncSpeechStream(tts.stream(LONG, params=SamplingParams(max_new_tokens=tokens, ignore_eos=True),
+                                              seed=1), max_ahead=1)
+        await anext(stream)
+        last, still_since = -1, None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the engine has drawn nothing new for a second
+            drawn = tts.scheduler_stats().tokens
+            if drawn != last:
+                last, still_since = drawn, time.monotonic()
+            elif time.monotonic() - still_since > 1.0:
+                break
+            await asyncio.sleep(0.05)
+        await stream.aclose()
+        return last
+
+    try:
+        drawn = asyncio.run(run())
+    finally:
+        tts.close()
+    assert drawn < tokens, f"the engine drew all {tokens} tokens for a consumer that took one chunk"
+    assert tts.pool.in_use == 0
