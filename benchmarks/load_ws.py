@@ -162,12 +162,13 @@ class Server:
     """`nutq serve` on 127.0.0.1:<free port>, stopped on exit."""
 
     def __init__(self, model_dir: str, sessions: int, log_path: Path, malloc_arena_max: int,
-                 ready_timeout: float = 120.0):
+                 ready_timeout: float = 120.0, extra: tuple[str, ...] = ()):
+        """`extra`: more `nutq serve` arguments (later ones override earlier ones)."""
         self.port = free_port()
         self.url = f"ws://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "nutq.cli", "serve", "--model-dir", model_dir, "--host", "127.0.0.1",
                "--port", str(self.port), "--max-sessions", str(sessions), "--max-streams-per-key", str(sessions),
-               "--log-level", "warning"]
+               "--log-level", "warning", *extra]
         self._log = open(log_path, "wb")
         env = {"OMP_NUM_THREADS": "1", **os.environ}
         if malloc_arena_max > 0:

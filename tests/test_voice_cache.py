@@ -185,7 +185,7 @@ def test_stored_files_are_named_by_hash_never_by_id(tmp_path):
     cache = VoiceCache(FakePrepare(), store_dir=tmp_path)
     cache.add(b"clip", "my-voice_1")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["index.json", hashlib.sha256(b"clip").hexdigest() + ".safetensors"])
+        ["index.log", hashlib.sha256(b"clip").hexdigest() + ".safetensors"])
 
 
 def test_the_default_voice(tmp_path):
@@ -196,6 +196,7 @@ def test_the_default_voice(tmp_path):
     assert [i.id for i in cache.list()] == [DEFAULT_VOICE_ID, "other"]
     with pytest.raises(VoiceError, match="cannot be removed"):
         cache.remove(DEFAULT_VOICE_ID)
+    VoiceCache(FakePrepare(), store_dir=tmp_path)  # reopening folds the change log into index.json
     assert "default" not in json.loads((tmp_path / "index.json").read_text())["voices"]
     with pytest.raises(UnknownVoiceError, match="no default voice"):
         VoiceCache(FakePrepare()).get(DEFAULT_VOICE_ID)
@@ -224,6 +225,7 @@ def test_corrupt_store_entries_are_skipped_with_a_warning(tmp_path, caplog):
     path = lambda clip_bytes: tmp_path / f"{hashlib.sha256(clip_bytes).hexdigest()}.safetensors"  # noqa: E731
     path(b"truncated").write_bytes(path(b"truncated").read_bytes()[:300])
     path(b"file clip").write_bytes(b"garbage")  # recoverable: the clip file is known
+    VoiceCache(FakePrepare(), store_dir=tmp_path)  # reopening folds the change log into index.json
     index = json.loads((tmp_path / "index.json").read_text())
     index["voices"]["bad-hash"]["clip_sha256"] = "../../etc/passwd"
     index["voices"]["../escape"] = index["voices"]["good"]
@@ -283,3 +285,23 @@ def test_with_the_real_tiny_model(tmp_path, tiny_checkpoint):
     reopened = VoiceCache(tts.prepare_voice, store_dir=tmp_path / "voices", model=model)
     assert_same_voice(reopened.get(vid), voice)
     assert reopened.stats.prepares == 0
+
+
+def test_each_change_appends_one_line_and_the_log_is_folded(tmp_path, caplog):
+    cache = VoiceCache(FakePrepare(), store_dir=tmp_path)
+    for i in range(5):
+        cache.add(f"clip{i}".encode(), f"v{i}")
+    cache.remove("v0")
+    assert not (tmp_path / "index.json").exists(), "a change must not rewrite the whole index"
+    assert len((tmp_path / "index.log").read_text().split("\n")) == 1 + 6  # one line per change
+    with open(tmp_path / "index.log", "a") as f:
+        f.write('\n{"id": "v9", "voi')  # torn by a crash mid-append
+    with caplog.at_level(logging.WARNING):
+        reopened = VoiceCache(FakePrepare(), store_dir=tmp_path)
+    assert [i.id for i in reopened.list()] == ["v1", "v2", "v3", "v4"] and "torn" in caplog.text
+    assert (tmp_path / "index.log").read_text() == "" and (tmp_path / "index.json").exists()
+    for i in range(40):  # churn: 80 changes, 4 ids; the log is folded at 64 lines (or as many as there are ids)
+        reopened.add(f"churn{i}".encode(), "churn")
+        reopened.remove("churn")
+    assert 0 < len((tmp_path / "index.log").read_text().split("\n")) - 1 < 64
+    assert [i.id for i in VoiceCache(FakePrepare(), store_dir=tmp_path).list()] == ["v1", "v2", "v3", "v4"]

@@ -25,6 +25,7 @@ from .engine.stream import AsyncSpeechStream, Phrase, SpeechStream
 from .engine.voice import Voice, VoiceError, load_conds, prepare_voice
 from .models.loading import DTYPES
 from .models.registry import configs_from_sidecar, load_component, load_meanflow
+from .text.fit import TextTooLong, split_to_fit
 
 if TYPE_CHECKING:
     from .engine.voice_cache import VoiceCache
@@ -149,11 +150,17 @@ class TTS:
 
     def text_ids(self, text: str, language: str = "ar", normalize: bool = True,
                  diacritize: bool = False) -> torch.Tensor:
-        """[SOT] + tokenizer ids + [EOT] for one utterance."""
+        """[SOT] + tokenizer ids + [EOT] for one utterance; TextTooLong (a ValueError) when they
+        are more than T3's text positions (`stream` cuts such text into phrases instead)."""
         text = self._spoken(text, language, normalize, diacritize)
         if not text:
             raise ValueError("nothing to say: the text is empty after normalization")
-        return self._ids(text, language)
+        ids = self._ids(text, language)
+        limit = self.t3.cfg.max_text_tokens + 2
+        if len(ids) > limit:
+            raise TextTooLong(f"the text is {len(ids)} text tokens after normalization; the model reads at most "
+                              f"{limit} in one utterance (stream() splits longer text)")
+        return ids
 
     def _ids(self, text: str, language: str) -> torch.Tensor:
         if not text.endswith(_ENDINGS):
@@ -161,6 +168,24 @@ class TTS:
         ids = self.tokenizer.encode(text, language)
         cfg = self.t3.cfg
         return torch.tensor([cfg.start_text, *ids, cfg.stop_text], dtype=torch.long)
+
+    @property
+    def phrase_token_limit(self) -> int:
+        """Most text ids (SOT/EOT included) of one streamed phrase: T3's text positions, and no
+        more than a third of a KV slot after the conditioning, so that two thirds stay for its
+        speech (about two speech tokens per text token)."""
+        cfg = self.t3.cfg
+        return min(cfg.max_text_tokens + 2, (self._pool_shape[1] - cfg.len_cond) // 3)
+
+    def _fitted_ids(self, spoken: str, language: str) -> list[torch.Tensor]:
+        """`_ids` of `spoken`, cut (at words, then characters) into as many phrases as it takes to
+        fit `phrase_token_limit`."""
+        limit = self.phrase_token_limit
+        ids = self._ids(spoken, language)
+        if len(ids) <= limit:
+            return [ids]
+        return [self._ids(piece, language) for piece in split_to_fit(spoken, lambda t: len(self._ids(t, language)),
+                                                                      limit)]
 
     def synthesize(self, text: str, language: str = "ar", voice: Voice | str | Path | bytes | None = None, *,
                    seed: int | None = None, exaggeration: float = 0.5, cfg_weight: float = 0.5,
@@ -235,7 +260,9 @@ class TTS:
     def phrases(self, text: str, language: str = "ar", normalize: bool = True, segment: bool = True,
                 diacritize: bool = False) -> list[Phrase]:
         """Cut a request into phrases (or keep it whole) and tokenize each: errors surface here,
-        before any audio. `diacritize` adds harakat to Arabic (needs the `tashkeel` extra)."""
+        before any audio. A phrase longer than `phrase_token_limit` after the frontend is cut
+        further, so any text is spoken. `diacritize` adds harakat to Arabic (needs the `tashkeel`
+        extra)."""
         from .text.segment import PhraseSegmenter
 
         if segment:
@@ -246,8 +273,10 @@ class TTS:
         out, start = [], 0
         for piece in pieces:  # exact consecutive slices of `text` (PhraseSegmenter's contract)
             spoken = self._spoken(piece, language, normalize, diacritize)
-            if spoken:  # a phrase of punctuation or spaces only says nothing
-                out.append(Phrase(piece, start, self._ids(spoken, language)))
+            # a phrase of punctuation or spaces only says nothing; one too long for the model is
+            # spoken as several, each naming the slice it was cut from
+            for ids in self._fitted_ids(spoken, language) if spoken else ():
+                out.append(Phrase(piece, start, ids))
             start += len(piece)
         if not out:
             raise ValueError("nothing to say: the text is empty after normalization")

@@ -14,12 +14,17 @@ __all__ = ["running_server", "connect", "get_json", "http_request", "wait_releas
 
 
 @contextmanager
-def running_server(app, *, ready_path: str = "/readyz", timeout: float = 60.0, **uvicorn_kw):
+def running_server(app, *, ready_path: str = "/readyz", timeout: float = 60.0, sndbuf: int | None = None,
+                   **uvicorn_kw):
     """Serve `app` from a thread on 127.0.0.1:<free port>; yields the base URL once `ready_path`
-    answers 200 (warmup done), and stops the server on exit."""
+    answers 200 (warmup done), and stops the server on exit. `sndbuf`: the kernel send buffer of
+    the server's connections (Linux: accepted sockets inherit it from the listener), so that a
+    client that stops reading blocks the server's sends after kilobytes instead of megabytes."""
     import uvicorn
 
     sock = socket.socket()
+    if sndbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
     sock.bind(("127.0.0.1", 0))
     srv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **uvicorn_kw))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)

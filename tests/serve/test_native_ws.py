@@ -53,7 +53,9 @@ def tts(tiny_checkpoint):
 
 @pytest.fixture(scope="module")
 def app(tts):
-    return create_app(tts, ServeConfig(api_keys=(KEY,), max_new_tokens=400, max_input_chars=MAX_CHARS))
+    # one client speaks two contexts at once: both slots (the default leaves a client half of them)
+    return create_app(tts, ServeConfig(api_keys=(KEY,), max_new_tokens=400, max_input_chars=MAX_CHARS,
+                                       max_streams_per_key=2))
 
 
 @pytest.fixture(scope="module")

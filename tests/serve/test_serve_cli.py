@@ -78,3 +78,24 @@ def test_readme_server_example_shows_the_defaults():
     defaults = vars(build_parser().parse_args(["serve"]))
     for flag, value in shown:
         assert defaults[flag.replace("-", "_")] == int(value), f"README shows --{flag} {value}"
+
+
+def test_abuse_limit_flags_reach_the_serve_config():
+    from nutq.serve.cli import _abuse_limits
+
+    d = ServeConfig()
+    assert ServeConfig(**_abuse_limits(build_parser().parse_args(["serve"]))) == d
+    args = build_parser().parse_args(["serve", "--send-timeout", "3", "--stream-buffer-chunks", "4", "--max-body-bytes",
+                                      "1000", "--max-voices", "5", "--max-voices-per-key", "2",
+                                      "--max-concurrent-uploads", "1"])
+    got = ServeConfig(**_abuse_limits(args))
+    assert (got.send_timeout_s, got.stream_buffer_chunks, got.max_body_bytes, got.max_voices, got.max_voices_per_key,
+            got.max_concurrent_uploads) == (3.0, 4, 1000, 5, 2, 1)
+
+
+def test_the_per_client_stream_limit_never_exceeds_the_total():
+    # default: half of what decodes at once (KV slots; a scheduler admits twice that, queued)
+    assert ServeConfig().streams_per_key(8, 4) == 2 and ServeConfig().streams_per_key(1, 1) == 1
+    assert ServeConfig().streams_per_key(2, 4) == 1
+    assert ServeConfig(max_streams_per_key=64).streams_per_key(8, 4) == 8
+    assert ServeConfig(max_streams_per_key=2).streams_per_key(8, 4) == 2

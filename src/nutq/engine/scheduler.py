@@ -43,6 +43,7 @@ from .vocoder_worker import END, VocoderTask, VocoderWorker
 __all__ = ["Scheduler", "SchedulerBusy", "SchedulerClosed", "SchedulerStats", "LoopStep"]
 
 Probes = tuple[tuple[int, int], ...]
+MAX_UNREAD_CHUNKS = 4  # chunks a session may have ready for its consumer before it stops decoding
 
 
 class SchedulerBusy(PoolExhausted):
@@ -341,8 +342,14 @@ class Scheduler:
         self._accept(drawn, time.perf_counter())
 
     def _step(self) -> None:
-        batch = list(self._active)
+        # A session whose consumer has not taken its last chunks sits this step out: its stream's
+        # client is slow (or has stopped reading), so it waits with its slot instead of decoding
+        # ahead into memory and taking steps from the others.
+        batch = [j for j in self._active if j.out.qsize() < MAX_UNREAD_CHUNKS]
         if not batch:
+            if self._active:
+                with self._cv:  # every session waits for its consumer, which tells nobody: look again soon
+                    self._cv.wait(0.005)
             return
         t0 = time.perf_counter()
         sessions = [j.session for j in batch]

@@ -124,14 +124,20 @@ class AsyncSpeechStream:
     """`async for chunk in stream`: a worker thread runs the sync stream ahead of the consumer.
 
     Cancelling the consuming task, `await aclose()` or `cancel()` stop the worker within one
-    decode step. Errors raised by generation are re-raised to the consumer."""
+    decode step. Errors raised by generation are re-raised to the consumer. `max_ahead` bounds the
+    chunks made but not yet taken by the consumer: a consumer that stops taking (its client stopped
+    reading) pauses the worker instead of letting it buffer the whole request (None: no bound)."""
 
     _END = object()
+    _POLL_S = 0.05  # how often a worker paused by `max_ahead` checks for a cancel
 
-    def __init__(self, stream: SpeechStream):
+    def __init__(self, stream: SpeechStream, max_ahead: int | None = None):
+        if max_ahead is not None and max_ahead < 1:
+            raise ValueError(f"max_ahead must be >= 1 or None, got {max_ahead}")
         self.stream = stream
         self._queue: asyncio.Queue | None = None
         self._thread: threading.Thread | None = None
+        self._room = threading.Semaphore(max_ahead) if max_ahead is not None else None
 
     def cancel(self) -> None:
         self.stream.cancel()
@@ -146,9 +152,17 @@ class AsyncSpeechStream:
             except RuntimeError:  # the loop is closed: nobody is listening any more
                 self.stream.cancel()
 
+        def wait_for_room() -> bool:
+            while not self._room.acquire(timeout=self._POLL_S):
+                if self.stream.cancelled:
+                    return False
+            return True
+
         def work() -> None:
             try:
                 for chunk in self.stream:
+                    if self._room is not None and not wait_for_room():
+                        return
                     put(chunk)
             except BaseException as e:  # noqa: BLE001 - handed to the consumer
                 put(e)
@@ -175,6 +189,8 @@ class AsyncSpeechStream:
             raise StopAsyncIteration
         if isinstance(item, BaseException):
             raise item
+        if self._room is not None:
+            self._room.release()
         return item
 
     async def aclose(self) -> None:

@@ -8,8 +8,9 @@ second at full size on CPU), so a server must not redo it per request. Here:
 * ids name voices for users (`[A-Za-z0-9_-]{1,64}`, "default" reserved for the checkpoint's
   built-in voice) and carry their own exaggeration;
 * with a store directory, every voice registered by `add` is written as a nutq voice file named by
-  its clip hash (ids never become paths) plus `index.json`, both written atomically, and reloaded by
-  a new instance; an entry that cannot be read back is skipped with a warning;
+  its clip hash (ids never become paths), atomically, and recorded in the store's index (see
+  `voice_index`: one appended line per change), and reloaded by a new instance; an entry that
+  cannot be read back is skipped with a warning;
 * a voice registered from a file path notices when the file changes (size or mtime, then the bytes'
   hash) and is prepared again.
 
@@ -38,7 +39,8 @@ from pathlib import Path
 
 from ..errors import NutqError
 from .voice import Voice, VoiceError
-from .voice_format import VoiceMeta, atomic_write_bytes, load_voice, read_voice_meta, save_voice, voice_nbytes
+from .voice_format import VoiceMeta, load_voice, read_voice_meta, save_voice, voice_nbytes
+from .voice_index import VoiceIndex
 
 __all__ = ["VoiceCache", "VoiceInfo", "CacheStats", "UnknownVoiceError", "DEFAULT_VOICE_ID", "VOICE_ID_PATTERN"]
 
@@ -46,9 +48,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_VOICE_ID = "default"
 VOICE_ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
-INDEX_FILE = "index.json"
-INDEX_FORMAT = "nutq-voice-index"
-INDEX_VERSION = 1
 _ID = re.compile(VOICE_ID_PATTERN)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -70,6 +69,7 @@ class VoiceInfo:
     nbytes: int  # tensor bytes of the voice
     source: str | None  # the clip's path when registered from a file
     in_memory: bool
+    owner: str | None = None  # who registered it (a server's client id), when `add` was told
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,7 @@ class _Entry:
     nbytes: int
     source: str | None = None  # absolute path of the clip when registered from a file
     source_sig: tuple[int, int] | None = None  # (size, mtime_ns) when last read
+    owner: str | None = None
 
 
 def check_voice_id(voice_id: str) -> str:
@@ -152,19 +153,24 @@ class VoiceCache:
         self._pending: dict[str, Future] = {}  # clip sha256 -> the one preparation in flight
         self._counts = dict(hits=0, misses=0, evictions=0, prepares=0, disk_loads=0)
         self._index_lock = threading.Lock()  # orders index writes; never taken while holding _lock
-        self._generation = 0
-        self._written_generation = 0
         if self._store is not None:
             self._store.mkdir(parents=True, exist_ok=True)
+            self._index = VoiceIndex(self._store, model)
             self._entries = self._read_index()
+            self._clean_leftovers()
+            if self._index.log_lines:
+                self._index.fold(self._records())
 
     # --- public API -------------------------------------------------------------------------------
 
-    def add(self, clip: bytes | str | Path, voice_id: str | None = None, exaggeration: float = 0.5) -> str:
+    def add(self, clip: bytes | str | Path, voice_id: str | None = None, exaggeration: float = 0.5, *,
+            owner: str | None = None) -> str:
         """Register a voice from clip bytes or a clip file; returns its id.
 
         Without an id, the id is derived from the clip's hash, so adding the same clip again returns
-        the same id. Registering an existing id with another clip replaces that voice."""
+        the same id. Registering an existing id with another clip replaces that voice. `owner` is
+        recorded with it (see `VoiceInfo.owner`). If storing fails (e.g. a full disk: the OSError
+        is raised), the cache and the store are left as they were."""
         if voice_id is not None:
             check_voice_id(voice_id)
             if voice_id == DEFAULT_VOICE_ID:
@@ -182,16 +188,26 @@ class VoiceCache:
         voice_id = voice_id or f"v-{h[:16]}"
         seconds, sr = _clip_info(clip)
         voice = self._voice_for(h, lambda: clip, persist=True)
-        entry = _Entry(h, exaggeration, time.time(), seconds, sr, voice_nbytes(voice), source, sig)
+        entry = _Entry(h, exaggeration, time.time(), seconds, sr, voice_nbytes(voice), source, sig, owner)
         with self._lock:
             old = self._entries.get(voice_id)
             self._entries[voice_id] = entry
-        # After registering: from now on a concurrent remove of another id cannot delete this file.
-        if self._store is not None and not self._voice_path(h).exists():
-            self._persist(h, voice, clip)
+        try:
+            # After registering: from now on a concurrent remove of another id cannot delete this file.
+            if self._store is not None and not self._voice_path(h).exists():
+                self._persist(h, voice, clip)
+            self._save_change(voice_id)
+        except BaseException:
+            with self._lock:
+                if self._entries.get(voice_id) is entry:
+                    if old is None:
+                        del self._entries[voice_id]
+                    else:
+                        self._entries[voice_id] = old
+            self._forget_unreferenced(h)
+            raise
         if old is not None and old.clip_sha256 != h:
             self._forget_unreferenced(old.clip_sha256)
-        self._write_index()
         return voice_id
 
     def get(self, voice_id: str) -> Voice:
@@ -230,7 +246,7 @@ class VoiceCache:
         if entry is None:
             raise UnknownVoiceError(f"unknown voice id {voice_id!r}")
         self._forget_unreferenced(entry.clip_sha256, drop_from_memory=True)
-        self._write_index()
+        self._save_change(voice_id)
 
     def list(self) -> list[VoiceInfo]:
         """All voices, the default first, then by id."""
@@ -242,7 +258,7 @@ class VoiceCache:
             for vid in sorted(self._entries):
                 e = self._entries[vid]
                 out.append(VoiceInfo(vid, e.clip_sha256, e.exaggeration, e.created, e.clip_seconds, e.nbytes,
-                                     e.source, e.clip_sha256 in self._mem))
+                                     e.source, e.clip_sha256 in self._mem, e.owner))
         return out
 
     @property
@@ -311,7 +327,7 @@ class VoiceCache:
             self._persist(h, voice, clip)
         if new.clip_sha256 != entry.clip_sha256:
             self._forget_unreferenced(entry.clip_sha256)
-        self._write_index()
+        self._save_change(voice_id)
         return new
 
     def _voice_for(self, h: str, load_clip: Callable[[], bytes], *, persist: bool) -> Voice:
@@ -397,49 +413,46 @@ class VoiceCache:
 
     # --- the index --------------------------------------------------------------------------------
 
-    def _write_index(self) -> None:
+    @staticmethod
+    def _record(e: _Entry) -> dict:
+        return {"clip_sha256": e.clip_sha256, "exaggeration": e.exaggeration, "created": e.created,
+                "clip_seconds": e.clip_seconds, "clip_sample_rate": e.clip_sample_rate, "nbytes": e.nbytes,
+                "source": e.source, "owner": e.owner, "source_sig": list(e.source_sig) if e.source_sig else None}
+
+    def _records(self) -> dict[str, dict]:
+        """What the index holds: every registered id, and the records found unusable at startup
+        (kept, with their files, for weights they do fit) unless their id was registered since."""
+        with self._lock:
+            return {**self._unusable, **{vid: self._record(e) for vid, e in self._entries.items()}}
+
+    def _save_change(self, voice_id: str) -> None:
+        """Persist `voice_id`'s current state (or its removal). The state is read under the index
+        lock, so whichever change is saved last carries the latest state of the id."""
         if self._store is None:
             return
-        with self._lock:
-            self._generation += 1
-            gen = self._generation
-            voices = {vid: {"clip_sha256": e.clip_sha256, "exaggeration": e.exaggeration, "created": e.created,
-                            "clip_seconds": e.clip_seconds, "clip_sample_rate": e.clip_sample_rate,
-                            "nbytes": e.nbytes, "source": e.source,
-                            "source_sig": list(e.source_sig) if e.source_sig else None}
-                      for vid, e in self._entries.items()}
-        doc = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "model": self._model, "voices": voices}
         with self._index_lock:
-            if gen > self._written_generation:  # a later snapshot may already be on disk
-                atomic_write_bytes(self._store / INDEX_FILE, json.dumps(doc, indent=1, sort_keys=True).encode())
-                self._written_generation = gen
+            with self._lock:
+                entry = self._entries.get(voice_id)
+                n = len(self._entries)
+            self._index.append(voice_id, None if entry is None else self._record(entry))
+            if self._index.should_fold(n):
+                self._index.fold(self._records())
 
     def _read_index(self) -> dict[str, _Entry]:
-        assert self._store is not None
-        path = self._store / INDEX_FILE
-        if not path.exists():
-            return {}
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT or not isinstance(doc.get("voices"), dict):
-                raise ValueError("not a nutq voice index")
-            if doc.get("version") != INDEX_VERSION:
-                raise ValueError(f"index version {doc.get('version')!r}; this nutq reads {INDEX_VERSION}")
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            aside = path.with_name(f"{INDEX_FILE}.unreadable-{int(time.time())}")
-            log.warning("voice store index %s is unusable (%s); starting empty, the old index is kept as %s",
-                        path, e, aside.name)
-            try:
-                os.replace(path, aside)
-            except OSError as e2:
-                log.warning("could not move the unusable index aside: %s", e2)
-            return {}
+        records = self._index.read()
+        # clip hashes the index names (None: it was unreadable), whose files are never removed as leftovers
+        self._indexed = None if records is None else {r.get("clip_sha256") for r in records.values()
+                                                      if isinstance(r, dict)}
         entries = {}
-        for vid, rec in doc["voices"].items():
+        self._unusable: dict[str, dict] = {}
+        for vid, rec in (records or {}).items():
             try:
                 entries[vid] = self._entry_from_record(vid, rec)
             except (VoiceError, TypeError, ValueError, KeyError) as e:
                 log.warning("skipping stored voice %r: %s", vid, e)
+                h = rec.get("clip_sha256") if isinstance(rec, dict) else None
+                if isinstance(h, str) and _SHA256.fullmatch(h) and _ID.fullmatch(vid) and vid != DEFAULT_VOICE_ID:
+                    self._unusable[vid] = rec  # e.g. made with other weights: kept, not lost
         return entries
 
     def _entry_from_record(self, vid: str, rec: dict) -> _Entry:
@@ -461,7 +474,30 @@ class VoiceCache:
             # The clip file is known: the voice will be prepared again from it on first use.
             log.warning("stored voice file of %r is unusable; it will be prepared again from %s", vid, source)
             sig = None
-        seconds, sr = rec.get("clip_seconds"), rec.get("clip_sample_rate")
+        seconds, sr, owner = rec.get("clip_seconds"), rec.get("clip_sample_rate"), rec.get("owner")
         return _Entry(h, self._check_exaggeration(rec["exaggeration"]), float(rec["created"]),
                       None if seconds is None else float(seconds), None if sr is None else int(sr),
-                      int(rec["nbytes"]), None if source is None else str(source), sig)
+                      int(rec["nbytes"]), None if source is None else str(source), sig,
+                      None if owner is None else str(owner))
+
+    def _clean_leftovers(self) -> None:
+        """What a crash can leave in the store: temporary files of interrupted atomic writes, and
+        voice files whose index entry was never written (their upload was never acknowledged: the
+        index is written before `add` returns). Both are deleted, each with a log line. A voice file
+        the index names but that could not be used now (e.g. made with other weights) is kept, and
+        so is every voice file when the index itself was unreadable."""
+        assert self._store is not None
+        indexed = self._indexed
+        for path in sorted(self._store.iterdir()):
+            name, h = path.name, path.name.removesuffix(".safetensors")
+            stale_tmp = name.startswith(".") and name.endswith(".tmp")
+            orphan = indexed is not None and name != h and bool(_SHA256.fullmatch(h)) and h not in indexed
+            if not (stale_tmp or orphan) or not path.is_file():
+                continue
+            try:
+                path.unlink()
+            except OSError as e:
+                log.warning("voice store: could not remove leftover %s: %s", name, e)
+                continue
+            log.warning("voice store: removed %s left by an interrupted write", name if stale_tmp else
+                        f"voice file {name} (no index entry)")

@@ -10,7 +10,8 @@
     /v1/voices         list, upload and delete voices (see `voices_api`)
     /metrics           Prometheus metrics (needs a key only with ServeConfig.metrics_public off)
 
-Every request gets an `X-Request-ID` and one access log line (see `logs`).
+Every request gets an `X-Request-ID` and one access log line (see `logs`); every request body is
+authenticated and bounded before it is read (see `body_limits`).
 """
 
 from __future__ import annotations
@@ -20,19 +21,21 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Response
+from starlette.requests import HTTPConnection
 
 from ..engine.sampling import SamplingParams
 from .auth import Authenticator
+from .body_limits import BodyGuard, BodyLimit
 from .config import ServeConfig
 from .context import ServerContext
 from .errors import ApiError, install_error_handlers
 from .logs import RequestLogMiddleware
 from .metrics import CONTENT_TYPE
 from .native_ws import native_router
-from .deepgram_api import deepgram_router
+from .deepgram_api import deepgram_router, error_response as deepgram_error
 from .openai_api import openai_router
 from .seed_api import seed_router
-from .voices_api import voices_router
+from .voices_api import UPLOAD_OVERHEAD_BYTES, voices_router
 
 __all__ = ["create_app"]
 
@@ -80,7 +83,18 @@ def create_app(tts, config: ServeConfig = ServeConfig()) -> FastAPI:
     app.state.ctx = ctx
     app.state.auth = auth
     install_error_handlers(app, ctx.metrics)
-    app.add_middleware(RequestLogMiddleware)
+    upload = BodyLimit(config.max_upload_bytes + UPLOAD_OVERHEAD_BYTES, "upload_too_large", "file", what="upload",
+                       named_limit=config.max_upload_bytes)
+    json_body = BodyLimit(config.max_body_bytes)
+
+    def refusal(scope, err: ApiError) -> Response:
+        if scope["path"] == "/v1/speak":
+            return deepgram_error(err, HTTPConnection(scope))
+        return err.response()
+
+    app.add_middleware(BodyGuard, auth=auth, limit_for=lambda path: upload if path == "/v1/voices" else json_body,
+                       respond=refusal, metrics=ctx.metrics)
+    app.add_middleware(RequestLogMiddleware)  # added last: outermost, so it logs the guard's refusals too
 
     @app.get("/healthz")
     async def healthz() -> dict:

@@ -34,7 +34,8 @@ def add_parser(sub) -> None:
                    help="default language of requests that name none")
     p.add_argument("--no-warmup", action="store_true", help="report ready without a warmup synthesis")
     p.add_argument("--max-streams-per-key", type=int, default=_DEFAULTS.max_streams_per_key,
-                   help="concurrent streams per API key (per client address without keys)")
+                   help="concurrent streams per API key (per client address without keys); default: half of "
+                        "all streams, so one client cannot take every slot")
     p.add_argument("--idle-timeout", type=float, default=_DEFAULTS.idle_timeout_s, metavar="SECONDS",
                    help="close a WebSocket with no message and nothing being spoken for this long")
     p.add_argument("--drain-timeout", type=float, default=_DEFAULTS.drain_timeout_s, metavar="SECONDS",
@@ -53,7 +54,29 @@ def add_parser(sub) -> None:
                    help="speech tokens per phrase at most (25 per second of audio); requests may ask for fewer "
                         "(max_tokens), never more. Bounds how long one request runs, e.g. under a client's timeout")
     p.add_argument("--no-demo", action="store_true", help="do not serve the browser demo page at / (clients/js)")
+    _add_abuse_limits(p)
     p.set_defaults(func=_serve)
+
+
+def _add_abuse_limits(p) -> None:
+    """Limits that bound what one misbehaving client can cost (see ServeConfig)."""
+    p.add_argument("--send-timeout", type=float, default=_DEFAULTS.send_timeout_s, metavar="SECONDS",
+                   help="cancel a stream whose client accepts no bytes for this long (it stopped reading)")
+    p.add_argument("--stream-buffer-chunks", type=int, default=_DEFAULTS.stream_buffer_chunks, metavar="N",
+                   help="audio chunks generated ahead of a slow client before its generation waits")
+    p.add_argument("--max-body-bytes", type=int, default=_DEFAULTS.max_body_bytes, metavar="BYTES",
+                   help="largest JSON request body (larger: 413, before it is read)")
+    p.add_argument("--max-voices", type=int, default=_DEFAULTS.max_voices, help="registered voices in total")
+    p.add_argument("--max-voices-per-key", type=int, default=_DEFAULTS.max_voices_per_key,
+                   help="registered voices per API key (per client address without keys)")
+    p.add_argument("--max-concurrent-uploads", type=int, default=_DEFAULTS.max_concurrent_uploads, metavar="N",
+                   help="voice uploads read and decoded at once (more: 429)")
+
+
+def _abuse_limits(args) -> dict:
+    return dict(send_timeout_s=args.send_timeout, stream_buffer_chunks=args.stream_buffer_chunks,
+                max_body_bytes=args.max_body_bytes, max_voices=args.max_voices,
+                max_voices_per_key=args.max_voices_per_key, max_concurrent_uploads=args.max_concurrent_uploads)
 
 
 def _serve(args) -> int:
@@ -77,7 +100,7 @@ def _serve(args) -> int:
                          max_streams_per_key=args.max_streams_per_key, idle_timeout_s=args.idle_timeout,
                          drain_timeout_s=args.drain_timeout, max_frame_bytes=args.ws_max_size,
                          metrics_public=not args.private_metrics, max_new_tokens=args.max_new_tokens,
-                         voice_aliases=parse_aliases(args.voice_alias))
+                         voice_aliases=parse_aliases(args.voice_alias), **_abuse_limits(args))
     configure_logging(args.log_format, args.log_level.upper())
     flow = flow_from_args(args)
     files = resolve(args.model_dir, revision=args.revision, flow=flow.kind, meanflow_revision=args.meanflow_revision)

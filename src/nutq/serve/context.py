@@ -64,7 +64,8 @@ class ServerContext:
         check_aliases(self.config.voice_aliases, (v.id for v in self.tts.voices.list()))
         total = self.config.max_streams or self.tts.stream_capacity
         self.metrics.watch_engine(self.tts.scheduler_stats)
-        self.limiter = StreamLimiter(total, self.config.max_streams_per_key, self.config.retry_after_s)
+        per_key = self.config.streams_per_key(total, self.tts.pool.slots)
+        self.limiter = StreamLimiter(total, per_key, self.config.retry_after_s)
         self.live: set[LiveStream] = set()
         # First-audio latencies (s) of the latest streams of every protocol, newest last: the
         # window the seed protocol's GET /latency summarizes (Prometheus keeps only buckets).
@@ -95,10 +96,11 @@ class ServerContext:
             raise
         try:
             voice = await asyncio.to_thread(self.tts.voices.get, opts.voice)
-            inner = await asyncio.to_thread(
-                self.tts.astream, opts.text, voice, opts.language or self.config.default_language,
+            stream = await asyncio.to_thread(
+                self.tts.stream, opts.text, voice, opts.language or self.config.default_language,
                 params=opts.params, seed=opts.seed, exaggeration=opts.exaggeration, normalize=opts.normalize,
                 segment=opts.segment, diacritize=opts.diacritize)
+            inner = AsyncSpeechStream(stream, max_ahead=self.config.stream_buffer_chunks)
         except BaseException as e:
             lease.release()
             raise self._client_error(e) from e
@@ -122,7 +124,10 @@ class LiveStream:
     """`async for chunk in live`: the engine's chunks, the first one already waiting.
 
     `cancel()` (any time, e.g. barge-in) stops generation before the next decode step; `aclose()`
-    also waits for the worker to let go of its KV slot. Metrics are recorded once, at the end.
+    also waits for the worker to let go of its KV slot. `abort(err)` is the server's own cancel
+    (the drain deadline): iteration then raises `err` instead of ending, so that no protocol
+    presents the cut-off audio as complete. Metrics are recorded once, at the end: a stream that
+    was cancelled or aborted counts as cancelled, never as completed.
     """
 
     def __init__(self, ctx: ServerContext, inner: AsyncSpeechStream, lease: StreamLease, protocol: str,
@@ -131,6 +136,8 @@ class LiveStream:
         self.first: AudioChunk | None = None
         self.audio_s = 0.0
         self.error: Exception | None = None
+        self.aborted: ApiError | None = None
+        self._cancelled = False
         self._closed = False
         self._ended = False
         ctx.live.add(self)
@@ -162,12 +169,16 @@ class LiveStream:
             chunk, self.first = self.first, None
             return chunk
         if self._closed:
+            if self.aborted is not None:  # closed by the drain itself while this consumer was busy
+                raise self.aborted
             raise StopAsyncIteration
         try:
             chunk = await anext(self.inner)
         except StopAsyncIteration:
-            self._ended = True
+            self._ended = not self._cancelled  # a cancelled engine stream also just ends
             await self.aclose()
+            if self.aborted is not None:
+                raise self.aborted from None
             raise
         except Exception as e:
             self.error = e
@@ -177,7 +188,13 @@ class LiveStream:
         return chunk
 
     def cancel(self) -> None:
+        self._cancelled = True
         self.inner.cancel()
+
+    def abort(self, err: ApiError) -> None:
+        """Cancel for the server's own reason: the consumer gets `err` instead of the stream's end."""
+        self.aborted = err
+        self.cancel()
 
     async def aclose(self) -> None:
         """Stop (if still running), wait for the engine to release the session, record metrics."""

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from starlette.websockets import WebSocketDisconnect
 
 from .. import __version__
@@ -49,7 +49,7 @@ from .speech_queue import SpeechQueue
 from .voice_names import resolve_voice
 from .ws_util import WsReceiver, authenticate_ws, close_ws
 
-__all__ = ["SpeakQuery", "deepgram_router"]
+__all__ = ["SpeakQuery", "deepgram_router", "error_response"]
 
 PROTOCOL = "deepgram"
 _HEADERLESS = ("linear16", "mulaw", "alaw")  # sample streams; the only encodings of Deepgram's WebSocket
@@ -64,7 +64,7 @@ class SpeakQuery(SynthesisExtensions):
     sample_rate: int | None = None
     container: str | None = None
     bit_rate: int | None = None
-    language: str | None = None
+    language: str | None = Field(None, min_length=1)
     callback: str | None = None
 
     @field_validator("callback")
@@ -100,6 +100,11 @@ def _request_id(conn) -> str:
 def _error_body(err: ApiError, request_id: str) -> dict:
     code = "INVALID_AUTH" if err.status == 401 else (err.code or "error").upper()  # Deepgram's spelling for 401
     return {"err_code": code, "err_msg": err.message, "request_id": request_id}
+
+
+def error_response(err: ApiError, conn) -> JSONResponse:
+    """`err` as Deepgram answers it over REST (also for refusals made before the route runs)."""
+    return JSONResponse(_error_body(err, _request_id(conn)), status_code=err.status, headers=err.headers)
 
 
 def _warning(err: ApiError) -> dict:
@@ -155,18 +160,18 @@ class _SpeakSocket:
         self.queue: SpeechQueue[_Text | _Flush] = SpeechQueue(self._speak)
         self.sequence = 0
         self.closed = False
+        self.receiver = WsReceiver(ws, ctx, self.warn, busy=lambda: self.queue.busy)
 
     async def send_json(self, payload: dict) -> None:
-        await self.ws.send_text(json.dumps(payload, ensure_ascii=False))
+        await self.receiver.send(json.dumps(payload, ensure_ascii=False))
 
     async def warn(self, err: ApiError) -> None:
         self.ctx.metrics.error(err)
         await self.send_json(_warning(err))
 
     async def run(self) -> None:
-        receiver = WsReceiver(self.ws, self.ctx, self.warn, busy=lambda: self.queue.busy)
         try:
-            while (data := await receiver.next()) is not None:
+            while (data := await self.receiver.next()) is not None:
                 if not await self._on_message(data):
                     break
         finally:
@@ -247,10 +252,10 @@ class _SpeakSocket:
             async for chunk in live:
                 data = await enc.aencode(chunk.audio)
                 if data:
-                    await self.ws.send_bytes(data)
+                    await self.receiver.send(data)
             tail = enc.finish()
             if tail:
-                await self.ws.send_bytes(tail)
+                await self.receiver.send(tail)
         except ApiError as e:
             await self._failed(e)
         finally:
@@ -285,7 +290,7 @@ def deepgram_router(ctx: ServerContext) -> APIRouter:
         except Exception as e:  # noqa: BLE001 - every failure answered in Deepgram's shape
             err = api_error_from(e, ctx.config.retry_after_s)
             ctx.metrics.error(err)
-            return JSONResponse(_error_body(err, request_id), status_code=err.status, headers=err.headers)
+            return error_response(err, request)
         headers = {"dg-request-id": request_id, "dg-model-name": query.model or voice, "dg-char-count": str(len(text))}
         return LiveAudioResponse(_audio(live, enc), media_type=fmt.content_type, on_close=live.cancel, headers=headers)
 

@@ -8,7 +8,9 @@ drain of its `ServerContext`:
    streams are refused with a retryable 503 (HTTP, with Retry-After) or close 1013 (WebSocket),
    while the listening socket stays open so those refusals reach clients;
 2. running streams go on until none is left, or until `drain_timeout_s` has passed, when the rest
-   are cancelled (each stops within one decode step and gives its KV slot back);
+   are aborted (each stops within one decode step and gives its KV slot back) so that clients can
+   tell their audio is incomplete: an HTTP body ends without its terminating chunk, a WebSocket
+   gets its protocol's error (code `server_draining`), and metrics count the streams cancelled;
 3. then uvicorn's own shutdown runs: connections are closed, the lifespan ends, and the process
    exits with status 0.
 
@@ -27,6 +29,7 @@ from types import FrameType
 import uvicorn
 
 from .context import ServerContext
+from .errors import ApiError
 
 __all__ = ["DrainingServer", "cancel_streams"]
 
@@ -46,7 +49,7 @@ async def cancel_streams(ctx: ServerContext, grace_s: float = SHUTDOWN_GRACE_S) 
     while ctx.live or ctx.limiter.active:
         live = list(ctx.live)
         for stream in live:
-            stream.cancel()  # all at once: each stops within one decode step
+            stream.abort(_cut_off())  # all at once: each stops within one decode step
         n += len(live)
         for result in await asyncio.gather(*(s.aclose() for s in live), return_exceptions=True):
             if isinstance(result, Exception):
@@ -56,6 +59,11 @@ async def cancel_streams(ctx: ServerContext, grace_s: float = SHUTDOWN_GRACE_S) 
         if not live:
             await asyncio.sleep(0.02)  # a stream between admission and its first chunk
     return n
+
+
+def _cut_off() -> ApiError:
+    return ApiError(503, "server is shutting down: this stream was cut off before its end; retry on another "
+                         "instance", code="server_draining")
 
 
 class DrainingServer(uvicorn.Server):

@@ -3,7 +3,8 @@
     {"error": {"message": "...", "type": "invalid_request_error", "param": "voice", "code": "voice_not_found"}}
 
 Every error a client can cause gets a status it can act on: 400 bad input, 401 no or wrong key,
-404 unknown voice, 429 all streams busy (retryable, with Retry-After), 500 our fault.
+403 over a quota, 404 unknown voice, 413 too large a body, 429 all streams busy (retryable, with
+Retry-After), 500 our fault, 503 shutting down, 507 the voice store is full.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ __all__ = ["ApiError", "api_error_from", "install_error_handlers", "ws_close_cod
 
 log = logging.getLogger(__name__)
 
-_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "invalid_request_error",
-          409: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 503: "server_error"}
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "invalid_request_error",
+          404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
+          429: "rate_limit_error", 503: "server_error", 507: "server_error"}
+# Messages echo what the client sent (a voice id, a value): cut, so that a 100,000-character id
+# does not come back in full in every error body and log line.
+MAX_MESSAGE_CHARS = 300
 
 
 class ApiError(Exception):
@@ -34,6 +39,8 @@ class ApiError(Exception):
 
     def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
                  headers: dict[str, str] | None = None):
+        if len(message) > MAX_MESSAGE_CHARS:
+            message = message[:MAX_MESSAGE_CHARS - 1] + "…"
         super().__init__(message)
         self.status, self.message, self.code, self.param = status, message, code, param
         self.headers = headers or {}

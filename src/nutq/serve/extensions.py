@@ -45,10 +45,11 @@ class SynthesisExtensions(BaseModel):
         return StreamOptions(text, voice, language, params, self.seed, self.exaggeration)
 
 
-def validate(model: type[M], data: object) -> M:
-    """`model` from `data` (a dict of JSON or query values), or a 400 `ApiError` naming the field."""
+def validate(model: type[M], data: object, *, strict: bool = False) -> M:
+    """`model` from `data` (a dict of JSON or query values), or a 400 `ApiError` naming the field.
+    `strict` for JSON, whose values have types ("1" is not a seed); query values are all strings."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=strict)
     except ValidationError as e:
         first = e.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ()))

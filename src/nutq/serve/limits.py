@@ -37,7 +37,8 @@ class StreamLimiter:
     def acquire(self, client: str) -> StreamLease:
         """Admit one more stream for `client` (a key id or address) or raise a retryable 429."""
         hint = {"Retry-After": str(self.retry_after_s)}
-        if self._by_client[client] >= self.per_client:
+        # a per-client limit as large as the total is no limit of its own: a full server says so
+        if self.per_client < self.total and self._by_client[client] >= self.per_client:
             raise ApiError(429, f"too many concurrent streams for this client (limit {self.per_client})",
                            code="too_many_streams", headers=hint)
         if self.active >= self.total:

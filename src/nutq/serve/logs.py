@@ -15,7 +15,13 @@ When the request ends (an HTTP response, a WebSocket connection closing) one lin
 text there), nor any header: keys and text stay out of the logs.
 
 `configure_logging("json" | "text")` sets up the process's root logger; it is for the CLI, never
-called on import or by `create_app`.
+called on import or by `create_app`. Its handler also
+
+* drops uvicorn's own WebSocket access lines (`"WebSocket /path?query" [accepted]`): they carry the
+  query string, where WebSocket clients put keys (`?api_key=`) and the seed protocol its text; the
+  access line above replaces them;
+* escapes control characters in every text line's message (a path with `%0A` must not forge a
+  line of its own); JSON lines are escaped by JSON itself.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ _MAX_PATH = 256  # a path is logged, not stored: a client cannot make lines arbi
 _FIELDS = ("method", "path", "status", "close_code", "duration_ms", "client")
 
 _request_id: ContextVar[str | None] = ContextVar("nutq_request_id", default=None)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 access_log = logging.getLogger("nutq.access")
 
@@ -142,10 +149,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, ensure_ascii=False, default=str)
 
 
+def _escape_controls(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else
+                        f"\\u{ord(m.group()):04x}", text)
+
+
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         record.rid = getattr(record, "request_id", None) or "-"
+        message = record.getMessage()
+        safe = _escape_controls(message)
+        if safe != message:  # a copy: other handlers of the record still see it as it was
+            record = logging.makeLogRecord({**record.__dict__, "msg": safe, "args": None})
         return super().format(record)
+
+
+class _NoWebSocketAccessLines(logging.Filter):
+    """Drops uvicorn's WebSocket access lines, which log the query string (see the module doc)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("uvicorn") and isinstance(record.msg, str)
+                    and '"WebSocket %s"' in record.msg)
 
 
 def configure_logging(fmt: str = "text", level: int | str = logging.INFO, stream=None) -> logging.Handler:
@@ -154,6 +178,7 @@ def configure_logging(fmt: str = "text", level: int | str = logging.INFO, stream
     if fmt not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(_NoWebSocketAccessLines())
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          _TextFormatter("%(asctime)s %(levelname)s %(name)s [%(rid)s] %(message)s"))

@@ -8,6 +8,8 @@
     nutq_alignment_guard_interventions_total   guard decisions that changed the output, by kind
     nutq_streams_total                 finished streams by protocol and outcome
     nutq_errors_total                  errors answered to clients, by code
+    nutq_slow_consumers_total          streams cancelled because their client stopped reading, by
+                                       transport (http, websocket)
     nutq_engine_*                      the batching scheduler's state, read at scrape time (see
                                        `watch_engine`): queued and active sessions, vocoder
                                        backlog, steps, tokens, mean batch size, admissions
@@ -46,6 +48,8 @@ class Metrics:
                              ["kind"], registry=r)
         self.streams = Counter("nutq_streams", "Finished streams", ["protocol", "outcome"], registry=r)
         self.errors = Counter("nutq_errors", "Errors answered to clients, by code", ["code"], registry=r)
+        self.slow_consumers = Counter("nutq_slow_consumers", "Streams cancelled: the client stopped reading",
+                                      ["transport"], registry=r)
 
     def watch_engine(self, stats: Callable[[], object | None]) -> None:
         """Export the scheduler's `SchedulerStats` (from `stats()`, None while none runs) at every scrape."""

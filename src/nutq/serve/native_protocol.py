@@ -50,7 +50,8 @@ class SpeakSettings(_Message):
 
     voice: str = Field("default", min_length=1, max_length=128,
                        description="a registered voice id, or 'default' for the checkpoint's built-in voice")
-    language: str | None = Field(None, description="language code (e.g. 'ar'); null: the server's default")
+    language: str | None = Field(None, min_length=1,
+                                 description="language code (e.g. 'ar'); null: the server's default")
     output_format: str = Field("pcm_s16le", description="pcm_s16le, pcm_f32le, wav, wav_f32, mulaw, alaw, mp3, "
                                                        "opus (Ogg), webm_opus, flac or aac")
     sample_rate: int | None = Field(None, description="output rate in Hz; null: the format's default "
@@ -165,11 +166,12 @@ class Timings(_Message):
 
 class DoneMessage(_Message):
     """The context is over and its id free again: after its last audio (`closed`), at once on
-    `cancel` (`cancelled`), or after an `error` that ended it (`error`)."""
+    `cancel` (`cancelled`), after an `error` that ended it (`error`), or after the `error` (code
+    `server_draining`) of a context cut off by a shutting-down server (`server_draining`)."""
 
     type: Literal["done"] = "done"
     context_id: str
-    reason: Literal["closed", "cancelled", "error"]
+    reason: Literal["closed", "cancelled", "error", "server_draining"]
     timings: Timings
 
 

@@ -41,7 +41,7 @@ from .formats import ENGINE_SAMPLE_RATE, OutputFormat, parse_format
 from .native_protocol import (CLIENT_MESSAGES, AudioMessage, ClientMessage, ConfigMessage, DoneMessage, ErrorMessage,
                               FlushedMessage, SpeakSettings, Timings, TimestampsMessage, WordTiming, pack_audio_frame)
 from .timestamps import Spoken, WordTimer, phrase_words, spoken_text
-from .ws_util import WsReceiver, authenticate_ws
+from .ws_util import SlowConsumer, WsReceiver, authenticate_ws
 
 __all__ = ["native_router", "MAX_CONTEXTS"]
 
@@ -109,13 +109,13 @@ class _Connection:
         self._gone = False
         self._tasks: set[asyncio.Task] = set()  # speakers
         self._releasing: set[asyncio.Task] = set()  # LiveStream.aclose() calls under way
+        self.receiver = WsReceiver(ws, ctx, self.send_error, self.busy)
 
     # ------------------------------------------------------------------ receive side
 
     async def run(self) -> None:
-        receiver = WsReceiver(self.ws, self.ctx, self.send_error, self.busy)
         try:
-            while (data := await receiver.next()) is not None:
+            while (data := await self.receiver.next()) is not None:
                 await self.handle(data)
         finally:
             self._gone = True
@@ -274,9 +274,10 @@ class _Connection:
         except Exception as e:  # noqa: BLE001 - ends this context only, reported to the client
             err = api_error_from(e, self.ctx.config.retry_after_s)  # logs what is our fault
             self.ctx.metrics.error(err)
+            reason = "server_draining" if err.code == "server_draining" else "error"
             try:
                 await self._send_for(c, self._error(err, c.id))
-                await self._end(c, DoneMessage(context_id=c.id, reason="error", timings=c.timings()))
+                await self._end(c, DoneMessage(context_id=c.id, reason=reason, timings=c.timings()))
             except _ClientGone:
                 pass
         finally:
@@ -397,11 +398,8 @@ class _Connection:
             if self._gone or (c is not None and c.cancelled):
                 return
             try:
-                if isinstance(payload, bytes):
-                    await self.ws.send_bytes(payload)
-                else:
-                    await self.ws.send_text(payload)
-            except (WebSocketDisconnect, RuntimeError, OSError):  # closed under us
+                await self.receiver.send(payload)
+            except (WebSocketDisconnect, RuntimeError, OSError, SlowConsumer):  # closed under us, or by `send`
                 self._gone = True
 
 

@@ -43,7 +43,8 @@ class VoiceRef(BaseModel):
 class SpeechRequest(BaseModel):
     """Body of `POST /v1/audio/speech`. `model` is accepted for compatibility: one model is served."""
 
-    model_config = ConfigDict(extra="forbid")
+    # strict: "1" is not a seed and true is not a number; type mistakes are reported, not guessed at
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     model: str = Field(min_length=1)
     input: str = Field(min_length=1, description="text to speak; at most ServeConfig.max_input_chars")
@@ -55,7 +56,7 @@ class SpeechRequest(BaseModel):
     speed: float = Field(1.0, ge=0.25, le=4.0, description="only 1.0 is implemented")
     stream_format: Literal["audio", "sse"] = "audio"
     # nutq extensions (send them with the SDK's `extra_body`)
-    language: str | None = Field(None, description="language code; default ServeConfig.default_language")
+    language: str | None = Field(None, min_length=1, description="language code; default ServeConfig.default_language")
     sample_rate: int | None = Field(None, description="output rate in Hz (the format's default when absent)")
     exaggeration: float | None = Field(None, ge=0.0, le=2.0, description="emotion intensity; None keeps the voice's")
     cfg_weight: float = Field(0.5, ge=0.0, le=2.0)

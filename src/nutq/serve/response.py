@@ -5,6 +5,12 @@ spec >= 2.4) and leaves the body iterator suspended, so the engine would keep a 
 the next chunk and the iterator until garbage collection. This response also listens for
 `http.disconnect` while streaming and calls `on_close` on every way out: finished, failed or
 abandoned.
+
+Two ways out leave the body unterminated (no final empty chunk), so that the client sees an
+incomplete transfer instead of a short but seemingly complete file: the stream failing or being
+aborted part-way (the drain deadline), and a client that accepts no bytes for the server's
+`send_timeout_s` (it stopped reading: its stream is cancelled and its slot freed instead of
+being held for as long as the client likes; counted in `nutq_slow_consumers_total`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from collections.abc import AsyncIterator, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from .errors import ApiError
 
 __all__ = ["LiveAudioResponse"]
 
@@ -42,18 +50,31 @@ class LiveAudioResponse(Response):
                     self._on_close()  # stops generation before its next decode step
                     return
 
+        ctx = scope["app"].state.ctx
+        timeout = ctx.config.send_timeout_s
+
+        async def write(message) -> None:
+            # The server's send waits while the socket's buffer is full: bounded, or a client that
+            # never reads would hold its stream (and KV slot) forever.
+            await asyncio.wait_for(send(message), timeout)
+
         watcher = asyncio.create_task(watch_disconnect())
         try:
-            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await write({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             async for piece in self._body:
                 if watcher.done():
                     break
                 if piece:
-                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+                    await write({"type": "http.response.body", "body": piece, "more_body": True})
             else:
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await write({"type": "http.response.body", "body": b"", "more_body": False})
+        except TimeoutError:  # before OSError, of which it is a subclass
+            ctx.metrics.slow_consumers.labels("http").inc()
+            log.warning("client accepted no audio for %g s: stream cancelled, response cut off", timeout)
         except OSError:  # the client went away mid-write
             pass
+        except ApiError as e:  # aborted (drain deadline) or failed part-way: the body stays unterminated
+            log.warning("audio stream cut off after the response started: %s", e.message)
         except Exception:  # noqa: BLE001 - headers are out; all we can do is cut the response short
             log.exception("audio stream failed after the response started")
         finally:

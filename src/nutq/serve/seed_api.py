@@ -45,7 +45,7 @@ _MAX_WAITING = 8  # requests one socket may queue behind the one being spoken
 
 class SeedRequest(SynthesisExtensions):
     text: str = Field(min_length=1)
-    language_id: str | None = Field(None, description="language code; default: the server's")
+    language_id: str | None = Field(None, min_length=1, description="language code; default: the server's")
     speaker_id: str = Field("default", min_length=1, description="a registered voice id or 'default'")
 
     def options(self, max_new_tokens: int) -> StreamOptions:
@@ -72,7 +72,7 @@ def _parse(data: str | bytes) -> SeedRequest:
         raise ApiError(400, "message is not valid JSON", code="invalid_json") from None
     if not isinstance(msg, dict):
         raise ApiError(400, 'a request is a JSON object: {"text", "language_id", "speaker_id"}', code="invalid_value")
-    return validate(SeedRequest, msg)
+    return validate(SeedRequest, msg, strict=True)
 
 
 async def _pcm(live: LiveStream) -> AsyncIterator[bytes]:
@@ -123,8 +123,10 @@ def seed_router(ctx: ServerContext) -> APIRouter:
 
         async def send_error(err: ApiError) -> None:
             ctx.metrics.error(err)
-            await ws.send_text(json.dumps(_error_body(err), ensure_ascii=False))
+            await receiver.send(json.dumps(_error_body(err), ensure_ascii=False))
 
+        queue: SpeechQueue[SeedRequest] = SpeechQueue(lambda req: speak(req))
+        receiver = WsReceiver(ws, ctx, send_error, busy=lambda: queue.busy)
         client = await authenticate_ws(ws, send_error)
         if client is None:
             return
@@ -140,18 +142,16 @@ def seed_router(ctx: ServerContext) -> APIRouter:
                 async for chunk in live:
                     piece = enc.encode(chunk.audio)
                     if piece:
-                        await ws.send_bytes(piece)
+                        await receiver.send(piece)
             except ApiError as e:  # generation failed part-way
                 await send_error(e)
                 return
             finally:
                 await live.aclose()  # also when cancelled (client gone): frees the session at once
             latency = live.first_audio_latency
-            await ws.send_text(json.dumps({"status": "complete",
+            await receiver.send(json.dumps({"status": "complete",
                                            "latency_ms": None if latency is None else round(latency * 1000.0, 1)}))
 
-        queue: SpeechQueue[SeedRequest] = SpeechQueue(speak)
-        receiver = WsReceiver(ws, ctx, send_error, busy=lambda: queue.busy)
         try:
             while (data := await receiver.next()) is not None:
                 try:

@@ -1,6 +1,8 @@
 """Voices: list, register from an uploaded reference clip, delete.
 
-    GET    /v1/voices         {"object": "list", "data": [voice, ...]}, the built-in "default" first
+    GET    /v1/voices         {"object": "list", "data": [voice, ...], "has_more", "first_id", "last_id"}:
+                              the built-in "default" first, then by id; `?limit=` (1-1000, default
+                              100) and `?after=<id>` page through them
     POST   /v1/voices         multipart/form-data: `file` (the clip), optional `id` and `exaggeration`
     DELETE /v1/voices/{id}    {"id": ..., "object": "voice", "deleted": true}
 
@@ -9,8 +11,13 @@ A voice is `{"id", "object": "voice", "source": "builtin"|"registered", "created
 
 Uploads are multipart (the shape of other speech APIs' voice uploads, and what `curl -F` sends).
 The clip must be WAV, FLAC, MP3 or Ogg, at most `ServeConfig.max_upload_bytes`, and between
-`min_voice_s` and `max_voice_s` long. It is decoded and checked, then the voice is prepared, before
-anything is stored: a bad clip gets a 400 saying why and leaves the store as it was. Without an `id`
+`min_voice_s` and `max_voice_s` long, within the channel, sample-rate and decoded-size limits (see
+`clip_check`). The cheap checks come first: the key (`BodyGuard`), the number of uploads in
+progress (429 beyond `max_concurrent_uploads`), the id (409) and the quotas (403
+`voice_quota_exceeded` beyond `max_voices` in total or `max_voices_per_key` per client); then the
+clip is checked in bounded blocks, and the voice prepared, before anything is stored: a bad clip
+gets a 400 saying why and leaves the store as it was, and so does a full disk (507
+`insufficient_storage`). Without an `id`
 the id is derived from the clip's hash, so uploading the same clip again returns the same voice
 (200 instead of 201); an explicit `id` that is already taken is refused with 409 (delete it first).
 The built-in "default" cannot be deleted (409). Registered voices persist in the TTS voice store
@@ -20,75 +27,34 @@ The built-in "default" cannot be deleted (409). Registered voices persist in the
 from __future__ import annotations
 
 import asyncio
-import io
+import errno
 from dataclasses import dataclass
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from ..engine.voice import VoiceError, load_audio
+from ..engine.voice import VoiceError
 from ..engine.voice_cache import DEFAULT_VOICE_ID, VoiceInfo, check_voice_id
+from .body_limits import BodyTooLarge
+from .clip_check import check_clip
 from .config import ServeConfig
 from .context import ServerContext
 from .errors import ApiError, api_error_from
 
-__all__ = ["voices_router", "check_clip", "ClipCheck"]
+__all__ = ["voices_router", "UPLOAD_OVERHEAD_BYTES"]
 
-# soundfile's names for the containers accepted (WAVEX: WAV with the extensible header).
-_FORMATS = {"WAV": "wav", "WAVEX": "wav", "FLAC": "flac", "MP3": "mp3", "OGG": "ogg"}
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_PAGE_DEFAULT, _PAGE_MAX = 100, 1000
 # Room for the multipart boundaries and the small form fields around the clip itself.
-_MULTIPART_OVERHEAD = 16 * 1024
+UPLOAD_OVERHEAD_BYTES = 16 * 1024
 _MAX_FIELD_BYTES = 1024
-
-
-@dataclass(frozen=True)
-class ClipCheck:
-    format: str  # wav, flac, mp3 or ogg
-    seconds: float
-    sample_rate: int
-
-
-def check_clip(clip: bytes, config: ServeConfig) -> ClipCheck:
-    """Decode `clip` and check it against the upload limits; raises ApiError 400/413 saying why.
-    CPU-bound (decoding): call it from a worker thread."""
-    import soundfile as sf
-
-    if len(clip) > config.max_upload_bytes:
-        raise _too_large(len(clip), config)
-    if not clip:
-        raise ApiError(400, "the uploaded clip is empty", code="invalid_audio", param="file")
-    try:
-        info = sf.info(io.BytesIO(clip))
-    except Exception as e:  # noqa: BLE001 - libsndfile raises several types for unreadable input
-        raise ApiError(400, f"cannot read the clip as audio ({e}); send WAV, FLAC, MP3 or Ogg",
-                       code="invalid_audio", param="file") from None
-    fmt = _FORMATS.get(info.format)
-    if fmt is None:
-        raise ApiError(400, f"clip format {info.format} is not accepted; send WAV, FLAC, MP3 or Ogg",
-                       code="unsupported_audio_format", param="file")
-    # The header's length first: a long clip is refused before it is decoded into memory.
-    if info.samplerate > 0 and info.frames / info.samplerate > config.max_voice_s * 1.01:
-        raise _bad_duration(info.frames / info.samplerate, config)
-    try:
-        wav, sr = load_audio(clip)
-    except VoiceError as e:
-        raise ApiError(400, f"cannot decode the clip: {e}", code="invalid_audio", param="file") from None
-    seconds = len(wav) / sr
-    if not config.min_voice_s <= seconds <= config.max_voice_s:
-        raise _bad_duration(seconds, config)
-    return ClipCheck(fmt, seconds, sr)
 
 
 def _too_large(n: int, config: ServeConfig) -> ApiError:
     return ApiError(413, f"upload of {n} bytes exceeds the limit of {config.max_upload_bytes} bytes",
                     code="upload_too_large", param="file")
-
-
-def _bad_duration(seconds: float, config: ServeConfig) -> ApiError:
-    return ApiError(400, f"clip is {seconds:.2f} s long; voices need {config.min_voice_s:g} to "
-                         f"{config.max_voice_s:g} s of speech", code="invalid_audio_duration", param="file")
 
 
 def _voice_json(v: VoiceInfo) -> dict:
@@ -104,15 +70,14 @@ class _BodyTooLarge(MultiPartException):
     """Raised inside the parser, which then closes the temporary files it made so far."""
 
 
-async def _bounded_body(request: Request, limit: int):
-    """The request body, stopped as soon as more than `limit` bytes arrived (a missing or false
-    Content-Length must not let a client fill memory or disk)."""
-    n = 0
-    async for piece in request.stream():
-        n += len(piece)
-        if n > limit:
-            raise _BodyTooLarge(f"request body exceeds {limit} bytes")
-        yield piece
+async def _body(request: Request):
+    """The request body; `BodyGuard` cuts it off at the upload limit (a missing or false
+    Content-Length must not let a client fill memory or disk), as a parser error here."""
+    try:
+        async for piece in request.stream():
+            yield piece
+    except BodyTooLarge as e:
+        raise _BodyTooLarge(e.message) from None
 
 
 @dataclass(frozen=True)
@@ -126,11 +91,7 @@ async def _read_upload(request: Request, config: ServeConfig) -> _Upload:
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise ApiError(400, "send the clip as multipart/form-data with a 'file' field", code="invalid_value",
                        param="file")
-    limit = config.max_upload_bytes + _MULTIPART_OVERHEAD
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(int(declared), config)
-    parser = MultiPartParser(request.headers, _bounded_body(request, limit), max_files=1, max_fields=2,
+    parser = MultiPartParser(request.headers, _body(request), max_files=1, max_fields=2,
                              max_part_size=_MAX_FIELD_BYTES)
     try:
         form = await parser.parse()
@@ -194,26 +155,63 @@ def voices_router(ctx: ServerContext) -> APIRouter:
     # claim a free id. Uploads are rare; listing and synthesis are not serialized by this.
     changing = asyncio.Lock()
 
+    # Each upload holds its body (up to max_upload_bytes) and a decoder: a few at a time.
+    uploads = asyncio.Semaphore(ctx.config.max_concurrent_uploads)
+
     @router.get("/v1/voices")
-    async def list_voices() -> dict:
+    async def list_voices(limit: int = Query(_PAGE_DEFAULT, ge=1, le=_PAGE_MAX), after: str | None = None) -> dict:
         infos = await asyncio.to_thread(lambda: voices().list())
-        return {"object": "list", "data": [_voice_json(v) for v in infos]}
+        if after is not None:
+            at = next((i for i, v in enumerate(infos) if v.id == after), None)
+            if at is None:
+                raise ApiError(400, "after: no voice with this id", code="invalid_value", param="after")
+            infos = infos[at + 1:]
+        page = infos[:limit]
+        return {"object": "list", "data": [_voice_json(v) for v in page], "has_more": len(infos) > limit,
+                "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None}
+
+    def check_room(known: dict, up: _Upload, owner: str) -> None:
+        """409 for a taken id, 403 past a quota."""
+        if up.voice_id is not None and up.voice_id in known:
+            raise ApiError(409, f"voice id {up.voice_id!r} already exists; delete it first or choose another",
+                           code="voice_exists", param="id")
+        cfg = ctx.config
+        registered = [v for v in known.values() if v.id != DEFAULT_VOICE_ID]
+        if len(registered) >= cfg.max_voices:
+            raise ApiError(403, f"the server holds its limit of {cfg.max_voices} voices; delete one first",
+                           code="voice_quota_exceeded")
+        if sum(v.owner == owner for v in registered) >= cfg.max_voices_per_key:
+            raise ApiError(403, f"this client has registered its limit of {cfg.max_voices_per_key} voices; "
+                                "delete one first", code="voice_quota_exceeded")
+
+    async def known_voices() -> dict:
+        return {v.id: v for v in await asyncio.to_thread(lambda: voices().list())}
 
     @router.post("/v1/voices")
     async def add_voice(request: Request) -> JSONResponse:
-        up = await _read_upload(request, ctx.config)
-        await asyncio.to_thread(check_clip, up.clip, ctx.config)
-        async with changing:
-            known = {v.id: v for v in await asyncio.to_thread(lambda: voices().list())}
-            if up.voice_id is not None and up.voice_id in known:
-                raise ApiError(409, f"voice id {up.voice_id!r} already exists; delete it first or choose another",
-                               code="voice_exists", param="id")
-            try:
-                vid = await asyncio.to_thread(lambda: voices().add(up.clip, up.voice_id, up.exaggeration))
-            except VoiceError as e:  # decodable but unusable, e.g. silent
-                raise ApiError(400, f"cannot make a voice from this clip: {e}", code="invalid_audio",
-                               param="file") from None
-            info = next(v for v in await asyncio.to_thread(lambda: voices().list()) if v.id == vid)
+        if uploads.locked():
+            raise ApiError(429, f"{ctx.config.max_concurrent_uploads} voice uploads are in progress; retry shortly",
+                           code="too_many_uploads", headers={"Retry-After": str(ctx.config.retry_after_s)})
+        owner = request.state.client
+        async with uploads:
+            up = await _read_upload(request, ctx.config)
+            check_room(await known_voices(), up, owner)  # before any decoding
+            await asyncio.to_thread(check_clip, up.clip, ctx.config)
+            async with changing:
+                known = await known_voices()
+                check_room(known, up, owner)
+                try:
+                    vid = await asyncio.to_thread(lambda: voices().add(up.clip, up.voice_id, up.exaggeration,
+                                                                       owner=owner))
+                except VoiceError as e:  # decodable but unusable, e.g. silent
+                    raise ApiError(400, f"cannot make a voice from this clip: {e}", code="invalid_audio",
+                                   param="file") from None
+                except OSError as e:
+                    if e.errno not in _NO_SPACE:
+                        raise
+                    raise ApiError(507, "the voice store is full; nothing was stored",
+                                   code="insufficient_storage") from None
+                info = next(v for v in await asyncio.to_thread(lambda: voices().list()) if v.id == vid)
         return JSONResponse(_voice_json(info), status_code=200 if vid in known else 201)
 
     @router.delete("/v1/voices/{voice_id}")
