@@ -20,6 +20,7 @@ from ..engine.sampling import SamplingParams
 from ..engine.stream import AsyncSpeechStream, AudioChunk
 from .config import ServeConfig
 from .errors import ApiError, api_error_from
+from .heap import HeapTrimmer
 from .limits import StreamLease, StreamLimiter
 from .metrics import Metrics
 from .voice_names import check_aliases
@@ -67,6 +68,7 @@ class ServerContext:
         per_key = self.config.streams_per_key(total, self.tts.pool.slots)
         self.limiter = StreamLimiter(total, per_key, self.config.retry_after_s)
         self.live: set[LiveStream] = set()
+        self.heap = HeapTrimmer.for_this_process()
         # First-audio latencies (s) of the latest streams of every protocol, newest last: the
         # window the seed protocol's GET /latency summarizes (Prometheus keeps only buckets).
         self.recent_latencies: deque[float] = deque(maxlen=RECENT_LATENCIES)
@@ -209,6 +211,7 @@ class LiveStream:
             self.ctx.live.discard(self)
             self.ctx.metrics.active.dec()
             self._record()
+            self.ctx.heap.after_stream()  # the stream's buffers are garbage now: give them back
 
     def _record(self) -> None:
         m, s = self.ctx.metrics, self.inner.stream

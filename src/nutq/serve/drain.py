@@ -51,6 +51,11 @@ async def cancel_streams(ctx: ServerContext, grace_s: float = SHUTDOWN_GRACE_S) 
         for stream in live:
             stream.abort(_cut_off())  # all at once: each stops within one decode step
         n += len(live)
+        # Let each protocol handler take the abort, tell its client (error, `done`, a cut-off body)
+        # and close its stream itself: shutting down first would close WebSockets with 1012 before
+        # those last messages went out. Streams still open after the grace are closed here.
+        while any(s in ctx.live for s in live) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         for result in await asyncio.gather(*(s.aclose() for s in live), return_exceptions=True):
             if isinstance(result, Exception):
                 log.warning("a cancelled stream failed while closing: %r", result)
