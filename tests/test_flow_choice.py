@@ -51,8 +51,11 @@ def test_bad_options_are_refused(kwargs, match):
 
 def test_parse_flow():
     assert parse_flow(None) == FlowOptions()
-    assert parse_flow("meanflow", steps=1) == FlowOptions("meanflow", 1)
-    assert parse_flow(FlowOptions("cfm", 4), cfg_rate=0.0) == FlowOptions("cfm", 4, 0.0)
+    assert parse_flow("meanflow") == FlowOptions("meanflow")
+    opts = FlowOptions("cfm", 4, 0.0)
+    assert parse_flow(opts) is opts
+    with pytest.raises(ValueError, match="kind"):
+        parse_flow("fast")
     with pytest.raises(TypeError):
         parse_flow(2)
 

@@ -18,7 +18,7 @@ Two decoders decode the same 6561 S3 speech tokens:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..models.s3gen.cfm import EulerCFG, MeanFlowEuler, Solver
 from .chunking import CFM_SCHEDULE, MEANFLOW_SCHEDULE, ChunkSchedule
@@ -26,8 +26,6 @@ from .chunking import CFM_SCHEDULE, MEANFLOW_SCHEDULE, ChunkSchedule
 __all__ = ["FlowOptions", "KINDS", "parse_flow"]
 
 KINDS = ("cfm", "meanflow")
-_DEFAULT_STEPS = {"cfm": 10, "meanflow": 2}
-_DEFAULT_CFG = {"cfm": 0.7, "meanflow": 0.0}
 MAX_STEPS = 100  # more is never useful and would let a request hold the GPU for minutes
 
 
@@ -60,18 +58,13 @@ class FlowOptions:
     def meanflow(self) -> bool:
         return self.kind == "meanflow"
 
-    @property
-    def n_steps(self) -> int:
-        return self.steps if self.steps is not None else _DEFAULT_STEPS[self.kind]
-
-    @property
-    def guidance(self) -> float:
-        return float(self.cfg_rate) if self.cfg_rate is not None else _DEFAULT_CFG[self.kind]
-
     def solver(self) -> Solver:
+        """The decoder's official solver (the solvers' own defaults), with `steps` / `cfg_rate` set."""
         if self.meanflow:
-            return MeanFlowEuler(self.n_steps)
-        return EulerCFG(self.n_steps, self.guidance)
+            return MeanFlowEuler() if self.steps is None else MeanFlowEuler(self.steps)
+        base = EulerCFG()
+        return replace(base, n_timesteps=base.n_timesteps if self.steps is None else self.steps,
+                       cfg_rate=base.cfg_rate if self.cfg_rate is None else float(self.cfg_rate))
 
     def schedule(self) -> ChunkSchedule:
         """The default streaming chunk schedule for this decoder (its cost per render differs)."""
@@ -80,20 +73,17 @@ class FlowOptions:
     @property
     def label(self) -> str:
         """A short name for logs and benchmark tables, e.g. "cfm-10", "cfm-10-cfg0", "meanflow-2"."""
-        s = f"{self.kind}-{self.n_steps}"
-        if not self.meanflow and self.guidance != _DEFAULT_CFG["cfm"]:
-            s += f"-cfg{self.guidance:g}"
+        solver = self.solver()
+        s = f"{self.kind}-{solver.n_timesteps}"
+        if not self.meanflow and solver.cfg_rate != EulerCFG().cfg_rate:
+            s += f"-cfg{solver.cfg_rate:g}"
         return s
 
 
-def parse_flow(flow: "FlowOptions | str | None", steps: int | None = None,
-               cfg_rate: float | None = None) -> FlowOptions:
-    """A FlowOptions from an object, a kind name or None (cfm), with optional overrides (CLI flags)."""
+def parse_flow(flow: "FlowOptions | str | None") -> FlowOptions:
+    """A FlowOptions from an object, a kind name or None (the official cfm decoder)."""
     if isinstance(flow, FlowOptions):
-        if steps is None and cfg_rate is None:
-            return flow
-        return FlowOptions(flow.kind, steps if steps is not None else flow.steps,
-                           cfg_rate if cfg_rate is not None else flow.cfg_rate)
+        return flow
     if flow is not None and not isinstance(flow, str):
         raise TypeError(f"flow must be a FlowOptions, a kind name ({', '.join(KINDS)}) or None, got {type(flow).__name__}")
-    return FlowOptions(flow or "cfm", steps, cfg_rate)
+    return FlowOptions(flow or "cfm")

@@ -312,7 +312,9 @@ class Session:
             if vocoder.last_timing is not None:
                 tm.first_chunk_flow_ms = vocoder.last_timing.flow_ms
                 tm.first_chunk_hift_ms = vocoder.last_timing.hift_ms
-        tm.renders, tm.flow_ms = len(vocoder.timings), sum(t.flow_ms for t in vocoder.timings)
+        for t in vocoder.timings[tm.renders:]:  # the renders since the last chunk (usually one)
+            tm.flow_ms += t.flow_ms
+        tm.renders = len(vocoder.timings)
         if position is None:
             position = self.guard_position
         return SessionChunk(audio.detach().float().cpu().numpy().reshape(-1),

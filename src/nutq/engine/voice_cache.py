@@ -40,7 +40,7 @@ from pathlib import Path
 from ..errors import NutqError
 from .voice import Voice, VoiceError
 from .voice_format import VoiceMeta, load_voice, read_voice_meta, save_voice, voice_nbytes
-from .voice_index import VoiceIndex
+from .voice_index import VoiceIndex, clean_leftovers
 
 __all__ = ["VoiceCache", "VoiceInfo", "CacheStats", "UnknownVoiceError", "DEFAULT_VOICE_ID", "VOICE_ID_PATTERN"]
 
@@ -157,7 +157,7 @@ class VoiceCache:
             self._store.mkdir(parents=True, exist_ok=True)
             self._index = VoiceIndex(self._store, model)
             self._entries = self._read_index()
-            self._clean_leftovers()
+            clean_leftovers(self._store, self._indexed)
             if self._index.log_lines:
                 self._index.fold(self._records())
 
@@ -479,25 +479,3 @@ class VoiceCache:
                       None if seconds is None else float(seconds), None if sr is None else int(sr),
                       int(rec["nbytes"]), None if source is None else str(source), sig,
                       None if owner is None else str(owner))
-
-    def _clean_leftovers(self) -> None:
-        """What a crash can leave in the store: temporary files of interrupted atomic writes, and
-        voice files whose index entry was never written (their upload was never acknowledged: the
-        index is written before `add` returns). Both are deleted, each with a log line. A voice file
-        the index names but that could not be used now (e.g. made with other weights) is kept, and
-        so is every voice file when the index itself was unreadable."""
-        assert self._store is not None
-        indexed = self._indexed
-        for path in sorted(self._store.iterdir()):
-            name, h = path.name, path.name.removesuffix(".safetensors")
-            stale_tmp = name.startswith(".") and name.endswith(".tmp")
-            orphan = indexed is not None and name != h and bool(_SHA256.fullmatch(h)) and h not in indexed
-            if not (stale_tmp or orphan) or not path.is_file():
-                continue
-            try:
-                path.unlink()
-            except OSError as e:
-                log.warning("voice store: could not remove leftover %s: %s", name, e)
-                continue
-            log.warning("voice store: removed %s left by an interrupted write", name if stale_tmp else
-                        f"voice file {name} (no index entry)")

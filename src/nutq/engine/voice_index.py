@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
 from .voice_format import atomic_write_bytes
 
-__all__ = ["VoiceIndex", "INDEX_FILE", "LOG_FILE"]
+__all__ = ["VoiceIndex", "INDEX_FILE", "LOG_FILE", "clean_leftovers"]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ LOG_FILE = "index.log"
 INDEX_FORMAT = "nutq-voice-index"
 INDEX_VERSION = 1
 MIN_FOLD_LINES = 64
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # voice files are named by their clip's sha256
 
 
 class VoiceIndex:
@@ -117,3 +119,24 @@ class VoiceIndex:
         with open(self.store / LOG_FILE, "w") as f:
             os.fsync(f.fileno())
         self.log_lines = 0
+
+
+def clean_leftovers(store: Path, indexed: set[str] | None) -> None:
+    """What a crash can leave in the store: temporary files of interrupted atomic writes, and
+    voice files whose index entry was never written (their upload was never acknowledged: the
+    index is written before `add` returns). Both are deleted, each with a log line. `indexed`: the
+    clip hashes the index names (their voice files are kept, usable or not); None when the index
+    itself was unreadable, and then every voice file is kept."""
+    for path in sorted(store.iterdir()):
+        name, h = path.name, path.name.removesuffix(".safetensors")
+        stale_tmp = name.startswith(".") and name.endswith(".tmp")
+        orphan = indexed is not None and name != h and bool(_SHA256.fullmatch(h)) and h not in indexed
+        if not (stale_tmp or orphan) or not path.is_file():
+            continue
+        try:
+            path.unlink()
+        except OSError as e:
+            log.warning("voice store: could not remove leftover %s: %s", name, e)
+            continue
+        log.warning("voice store: removed %s left by an interrupted write", name if stale_tmp else
+                    f"voice file {name} (no index entry)")
