@@ -1,0 +1,1 @@
+"""Training: dataset tools and trainers. Beside the runtime: nothing in serve/engine/models imports it."""
