@@ -52,7 +52,8 @@ def import_common_voice(root: str | Path, tsvs: tuple[str, ...] = ("validated.ts
                 if clip in seen:
                     continue  # validated.tsv and train.tsv list the same clips
                 seen.add(clip)
-                accent = normalize_dialect(row.get("accents") or row.get("accent") or "")
+                accent = (row.get("accents") or row.get("accent") or "").strip()
+                accent = normalize_dialect(accent) if accent else ""
                 accent = accent if accent in KNOWN_DIALECTS else normalize_dialect(dialect)
                 out.append(Utterance(id=clip, audio=root / "clips" / clip, text=text, speaker=spk,
                                      dialect=accent,

@@ -40,6 +40,8 @@ _DIALECT_ALIASES = {
     "darija": "maghrebi", "ar-ma": "maghrebi", "ar-dz": "maghrebi", "ar-tn": "maghrebi", "moroccan": "maghrebi",
     "algerian": "maghrebi", "tunisian": "maghrebi",
     "ar-iq": "iraqi", "iraq": "iraqi",
+    # Arabic names, as Common Voice contributors write their accent
+    "فصحى": "msa", "خليجي": "gulf", "مصري": "egyptian", "شامي": "levantine", "مغربي": "maghrebi", "عراقي": "iraqi",
 }
 _GENDERS = {"female": "female", "f": "female", "female_feminine": "female", "woman": "female",
             "male": "male", "m": "male", "male_masculine": "male", "man": "male"}

@@ -168,6 +168,7 @@ def prepare(manifest: str | Path, model_dir: str | Path, out: str | Path, settin
            "checkpoint": checkpoint_fingerprint(model_dir), "settings": settings.identity()}
     if key["manifest_sha256"] is None:
         raise DataError(f"manifest not found: {manifest}")
+    key = json.loads(json.dumps(key))  # as plan.json holds it (tuples become lists)
     plan_path = out / PLAN_FILE
     plan = json.loads(plan_path.read_text(encoding="utf-8")) if plan_path.is_file() else None
     if plan is not None and plan["key"] != key:
