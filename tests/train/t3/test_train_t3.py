@@ -143,3 +143,14 @@ def test_official_t3_loads_the_export_strictly(trained):
         pytest.skip("reference env not built (bash tools/refenv/build.sh)")
     subprocess.run([py, str(REPO / "tools" / "parity" / "t3_load.py"), str(trained / "model" / ckfiles.T3_FILE),
                     "--size", "tiny"], check=True)
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_autocast_training_runs_and_learns(tiny_checkpoint, prepared, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    opts = T3TrainOptions(loop=LoopConfig(batch_size=4, max_steps=8, eval_every=4, **FAST), device="cuda")
+    result, model_dir = train_t3(tiny_checkpoint, prepared, tmp_path, opts)
+    rows = [json.loads(x) for x in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    val = [r["loss"] for r in rows if r["split"] == "val"]
+    assert result.status == "done" and model_dir is not None and val[-1] < val[0]
