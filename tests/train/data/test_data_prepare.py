@@ -119,3 +119,15 @@ def test_text_reader_reads_as_tts(tiny_checkpoint):
                  "استخدم GPU بسرعة 5 GHz!", "القهوة ساخنة، جدا"):
         assert reader(text).ids == tts.text_ids(text)[1:-1].tolist(), text
     assert reader("   ").text == "" and reader("مرحبا 你好").unknown == ("你", "好")
+
+
+def test_a_clip_broken_after_planning_is_a_clear_error(corpus, tiny_checkpoint, tmp_path):
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus.parent, copy)
+    out = tmp_path / "p"
+    prepare(copy / "manifest.jsonl", tiny_checkpoint, out, SETTINGS, progress=False)
+    (out / "train" / "shard-00000.safetensors").unlink()
+    for clip in (copy / "clips").glob("spk-*.wav"):
+        clip.write_bytes(b"not audio any more")
+    with pytest.raises(DataError, match="plan"):
+        prepare(copy / "manifest.jsonl", tiny_checkpoint, out, SETTINGS, progress=False)
