@@ -1,7 +1,7 @@
 """`nutq data prepare` throughput: utterances per second on a stand-in corpus.
 
     python benchmarks/prepare_throughput.py --model-dir DIR [--speakers 4] [--per-speaker 8]
-        [--engine espeak|tones] [--workers 1] [--threads 1] [--repeats 3] [--device cpu]
+        [--engine espeak|tones] [--workers 1] [--threads 1] [--shard-size 256] [--repeats 3] [--device cpu]
         [--out benchmarks/results/prepare_cpu_full.json]
 
 Generates the corpus once (espeak-ng when installed, else numpy tones; planted bad files off),
@@ -33,6 +33,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--shard-size", type=int, default=256, help="small shards give several workers work")
     ap.add_argument("--out")
     a = ap.parse_args()
 
@@ -52,14 +53,14 @@ def main() -> int:
         walls, meta = [], None
         for r in range(a.repeats):
             t0 = time.perf_counter()
-            meta = prepare(manifest, a.model_dir, Path(tmp) / f"out{r}", PrepareSettings(device=a.device),
+            meta = prepare(manifest, a.model_dir, Path(tmp) / f"out{r}", PrepareSettings(device=a.device, shard_size=a.shard_size),
                            workers=a.workers, threads=a.threads, progress=False)
             walls.append(time.perf_counter() - t0)
     n = sum(s["count"] for s in meta["splits"].values())
     audio_s = sum(s["seconds"] for s in meta["splits"].values())
     wall = statistics.median(walls)
     result = {"benchmark": "prepare_throughput", "model_dir": a.model_dir, "engine": engine, "utterances": n,
-              "audio_seconds": round(audio_s, 2), "workers": a.workers, "threads": a.threads, "device": a.device,
+              "audio_seconds": round(audio_s, 2), "workers": a.workers, "threads": a.threads, "shard_size": a.shard_size, "device": a.device,
               "wall_s": [round(w, 3) for w in walls], "median_wall_s": round(wall, 3),
               "utterances_per_s": round(n / wall, 3), "audio_seconds_per_s": round(audio_s / wall, 3),
               "model_load_s": round(load_s, 3), "machine": platform.machine(), "python": sys.version.split()[0],
