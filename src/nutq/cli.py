@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live beside the packages they drive (each exposes add_parser(subparsers)).
-_OPTIONAL_SUBCOMMANDS = ("nutq.text.cli", "nutq.bench.cli", "nutq.serve.cli", "nutq.train.cli")
+_OPTIONAL_SUBCOMMANDS = ("nutq.text.cli", "nutq.bench.cli", "nutq.serve.cli", "nutq.train.cli", "nutq.train.data.cli")
 
 
 def _version() -> str:

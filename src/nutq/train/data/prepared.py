@@ -14,8 +14,8 @@ left out, each with its reason).
 A shard is one safetensors file. Variable-length fields are stored concatenated with an offsets
 vector (`<field>` and `<field>.offsets`, N+1 int64 entries: example i is rows
 `offsets[i]:offsets[i+1]`); fixed-size fields are stacked (N, D). Per-example strings (id,
-speaker, dialect, gender, language, text, ref_id) are the JSON list in the header metadata
-`examples`. One file per shard, written to a temporary name and renamed, so a shard that exists is
+speaker, dialect, gender, language, text, ref_id) are in the header metadata, one key
+`nutq-prepared-shard` holding `{"version": 1, "examples": [...]}`. One file per shard, written to a temporary name and renamed, so a shard that exists is
 complete (what makes `prepare` resumable).
 
 Batching and padding belong to each trainer; this module only reads examples.
@@ -40,6 +40,7 @@ FORMAT = "nutq-prepared"
 VERSION = 1
 INDEX_FILE = "prepared.json"
 SPLITS = ("train", "val")
+_SHARD_KEY = "nutq-prepared-shard"
 _STRINGS = ("id", "speaker", "dialect", "gender", "language", "text", "ref_id")
 _RAGGED = {"text_tokens": torch.int64, "speech_tokens": torch.int64, "prompt_speech_tokens": torch.int64,
            "flow_prompt_tokens": torch.int64, "flow_prompt_mel": torch.float32}
@@ -92,8 +93,10 @@ def write_shard(path: str | Path, examples: list[PreparedExample]) -> None:
         tensors[f"{name}.offsets"] = lens.cumsum(0)
     for name, dtype in _STACKED.items():
         tensors[name] = torch.stack([getattr(e, name).to(dtype).reshape(-1) for e in examples]).contiguous()
-    meta = {"format": f"{FORMAT}-shard", "version": str(VERSION),
-            "examples": json.dumps([{k: getattr(e, k) for k in _STRINGS} for e in examples], ensure_ascii=False)}
+    # One metadata key: safetensors writes several in no fixed order, and shards must be byte-identical
+    # from run to run.
+    meta = {_SHARD_KEY: json.dumps({"version": VERSION, "examples": [{k: getattr(e, k) for k in _STRINGS} for e in examples]},
+                                   ensure_ascii=False)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -108,9 +111,9 @@ def read_shard_meta(path: str | Path) -> list[dict]:
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        if meta.get("format") != f"{FORMAT}-shard":
+        if _SHARD_KEY not in meta:
             raise DataError(f"{path} is not a prepared shard")
-        return json.loads(meta["examples"])
+        return json.loads(meta[_SHARD_KEY])["examples"]
     except DataError:
         raise
     except Exception as e:  # noqa: BLE001 - a truncated or foreign file: same meaning to the user
