@@ -125,3 +125,18 @@ def test_wrong_data_is_refused(tiny_checkpoint, tmp_path):
     with pytest.raises(DataError, match="prepared with checkpoint"):
         distil(tiny_checkpoint, data, tmp_path / "o", LoopConfig(max_steps=1, **LOOP), CFG)
     shutil.rmtree(tmp_path / "o", ignore_errors=True)
+
+
+@pytest.mark.refenv
+def test_official_turbo_s3gen_loads_the_export_strictly(tiny_checkpoint, prepared, tmp_path):
+    """The official `S3Gen(meanflow=True).load_state_dict(..., strict=True)` takes the export, and its
+    estimator computes what nutq's loading of the same file computes."""
+    from conftest import run_generator
+
+    s = distil(tiny_checkpoint, prepared, tmp_path / "run", LoopConfig(max_steps=1, **LOOP), CFG)
+    g, _ = run_generator("meanflow_export.py", tmp_path / "official.safetensors", "--ckpt", str(tmp_path / "run"))
+    cfg = configs_from_sidecar(resolve(tiny_checkpoint).sidecar)["s3gen"]
+    est = load_meanflow(s["export"], cfg).flow.decoder.estimator
+    with torch.inference_mode():
+        ours = est(g["in.x"], g["in.mask"], g["in.mu"], g["in.t"], g["in.spks"], g["in.cond"], r=g["in.r"])
+    torch.testing.assert_close(ours, g["out.est"], atol=1e-4, rtol=0)
