@@ -17,12 +17,15 @@ def _batch(train_set, idx):
     return collate([train_set[i] for i in idx], idx)
 
 
+def _one(teacher, train_set):
+    """(flow inputs, noise, estimator) of example 0 alone."""
+    b = _batch(train_set, [0])
+    return flow_inputs(teacher.flow, b), batch_noise(b, 0, [0], "cpu"), teacher.flow.decoder.estimator
+
+
 def test_teacher_path_ends_where_euler_cfg_ends(teacher, train_set):
     """One example: the last knot of the path is bit for bit what the official solver returns."""
-    b = _batch(train_set, [0])
-    fi = flow_inputs(teacher.flow, b)
-    z = batch_noise(b, 0, [0], "cpu")
-    est = teacher.flow.decoder.estimator
+    fi, z, est = _one(teacher, train_set)
     with torch.inference_mode():
         want = EulerCFG()(est, z, fi.mu, fi.mask, fi.spks, fi.cond)
     assert torch.equal(teacher_path(est, z, fi).states[-1], want)
@@ -141,10 +144,7 @@ def test_example_noise_depends_on_seed_index_and_draw():
 
 
 def test_guided_euler_cfg0_is_the_conditional_field(teacher, train_set):
-    b = _batch(train_set, [0])
-    fi = flow_inputs(teacher.flow, b)
-    z = batch_noise(b, 0, [0], "cpu")
-    est = teacher.flow.decoder.estimator
+    fi, z, est = _one(teacher, train_set)
     with torch.inference_mode():
         want = EulerCFG(3, 0.0)(est, z, fi.mu, fi.mask, fi.spks, fi.cond)
     torch.testing.assert_close(guided_euler(est, z, fi, cosine_time_grid(3), 0.0)[-1], want, atol=1e-6, rtol=0)

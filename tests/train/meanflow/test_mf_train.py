@@ -79,7 +79,7 @@ def test_export_loads_strictly_and_holds_the_student(tiny_checkpoint, prepared, 
 
 
 def test_cached_teacher_trains_like_the_live_one(tiny_checkpoint, prepared, train_set, teacher, tmp_path):
-    cfg = LoopConfig(max_steps=3, **LOOP)
+    cfg = LoopConfig(max_steps=2, **LOOP)
     live = distil(tiny_checkpoint, prepared, tmp_path / "live", cfg, CFG)
     cached = distil(tiny_checkpoint, prepared, tmp_path / "cached", cfg, CFG, cache_dir=tmp_path / "cache")
     # Paths are batched differently (cache: index order; live: the shuffled order, other padding), so
