@@ -140,3 +140,21 @@ def test_official_turbo_s3gen_loads_the_export_strictly(tiny_checkpoint, prepare
     with torch.inference_mode():
         ours = est(g["in.x"], g["in.mask"], g["in.mu"], g["in.t"], g["in.spks"], g["in.cond"], r=g["in.r"])
     torch.testing.assert_close(ours, g["out.est"], atol=1e-4, rtol=0)
+
+
+def test_bf16_autocast_path_runs_with_an_fp32_teacher(tiny_checkpoint, prepared, tmp_path, monkeypatch):
+    """The CUDA setting (student under bf16 autocast), exercised on CPU: the teacher still runs fp32."""
+    import nutq.train.meanflow.trainer as trainer
+
+    dtypes = []
+    real = trainer.teacher_path
+
+    def recording(*a):
+        path = real(*a)
+        dtypes.append(path.states.dtype)
+        return path
+
+    monkeypatch.setattr(trainer, "teacher_path", recording)
+    s = distil(tiny_checkpoint, prepared, tmp_path, LoopConfig(max_steps=1, autocast="bf16", **LOOP), CFG)
+    assert s["status"] == "done" and 0 < s["train"]["loss"] < float("inf")
+    assert dtypes and set(dtypes) == {torch.float32}
