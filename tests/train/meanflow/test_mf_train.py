@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import shutil
+import signal
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from mf_fixtures import prepared, teacher, train_set  # noqa: F401  (fixtures)
-from nutq.checkpoints.files import MEANFLOW_FILE
+from nutq.checkpoints.files import MEANFLOW_FILE, resolve
 from nutq.models.registry import configs_from_sidecar, load_meanflow
-from nutq.checkpoints.files import resolve
 from nutq.train.data.prepared import PreparedDataset
 from nutq.train.loop import LoopConfig
 from nutq.train.meanflow.cache import CacheError, TeacherCache
