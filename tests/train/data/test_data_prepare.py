@@ -107,3 +107,27 @@ def test_workers_write_the_same_bytes(prepared, corpus, tiny_checkpoint, tmp_pat
     par = tmp_path / "par"
     assert prepare(corpus, tiny_checkpoint, par, SETTINGS, workers=2, progress=False)["computed"] > 1
     assert _files(par) == _files(out)
+
+
+def test_text_reader_reads_as_tts(tiny_checkpoint):
+    from nutq import TTS
+    from nutq.train.data.text import TextReader
+
+    tts = TTS.from_local(tiny_checkpoint)
+    reader = TextReader(tiny_checkpoint / "grapheme_mtl_merged_expanded_v1.json")
+    for text in ("عندي 3 أسئلة", "  مرحبا\tبكم  ", "هل أنت بخير ؟", "زوروا [موقعنا](https://example.com) اليوم",
+                 "استخدم GPU بسرعة 5 GHz!", "القهوة ساخنة، جدا"):
+        assert reader(text).ids == tts.text_ids(text)[1:-1].tolist(), text
+    assert reader("   ").text == "" and reader("مرحبا 你好").unknown == ("你", "好")
+
+
+def test_a_clip_broken_after_planning_is_a_clear_error(corpus, tiny_checkpoint, tmp_path):
+    copy = tmp_path / "corpus"
+    shutil.copytree(corpus.parent, copy)
+    out = tmp_path / "p"
+    prepare(copy / "manifest.jsonl", tiny_checkpoint, out, SETTINGS, progress=False)
+    (out / "train" / "shard-00000.safetensors").unlink()
+    for clip in (copy / "clips").glob("spk-*.wav"):
+        clip.write_bytes(b"not audio any more")
+    with pytest.raises(DataError, match="plan"):
+        prepare(copy / "manifest.jsonl", tiny_checkpoint, out, SETTINGS, progress=False)

@@ -86,9 +86,9 @@ def _compute_shard(job: dict) -> int:
     import torch
 
     from ...audio.resample import resample
-    from ...engine.voice import prepare_voice
+    from ...engine.voice import VoiceError, prepare_voice
     from ...models.s3gen.model import S3_SR, S3GEN_SR
-    from .audio_checks import decode
+    from .audio_checks import DecodeError, decode
 
     m: _Models = _WORKER["models"]
     items, utts = job["items"], job["utterances"]
@@ -96,8 +96,12 @@ def _compute_shard(job: dict) -> int:
     wav16, voices = {}, {}
     with torch.inference_mode():
         for i in need:
-            dec = decode(utts[str(i)]["audio"])
-            voices[i] = prepare_voice((m.ve, m.s3gen, m.prompt_len), dec.wav, dec.sr)
+            try:
+                dec = decode(utts[str(i)]["audio"])
+                voices[i] = prepare_voice((m.ve, m.s3gen, m.prompt_len), dec.wav, dec.sr)
+            except (DecodeError, VoiceError) as e:
+                raise DataError(f"{utts[str(i)]['audio']}: {e} (did it change after the plan was made? "
+                                "rerun with --force to plan again)") from None
             w24 = resample(dec.wav, dec.sr, S3GEN_SR) if dec.sr != S3GEN_SR else dec.wav
             wav16[i] = torch.from_numpy(np.ascontiguousarray(resample(w24, S3GEN_SR, S3_SR)))
         tokens = {}

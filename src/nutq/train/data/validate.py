@@ -18,7 +18,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .audio_checks import DecodeError, decode, measure
+from .audio_checks import SILENCE_FLOOR_DB, DecodeError, decode, measure
 from .manifest import ManifestProblem, Utterance
 
 __all__ = ["Thresholds", "FileResult", "check_audio", "validate", "ERROR_CHECKS", "WARNING_CHECKS"]
@@ -89,7 +89,7 @@ def check_audio(path: Path, th: Thresholds):
     if not th.min_seconds <= m.seconds <= th.max_seconds:
         issues.append(("duration", f"{m.seconds:.2f} s is outside {th.min_seconds:g}-{th.max_seconds:g} s"))
     if m.silent:
-        issues.append(("silent", f"no frame above {-55} dBFS (peak {m.peak:.2g})"))
+        issues.append(("silent", f"no frame above {SILENCE_FLOOR_DB:g} dBFS (peak {m.peak:.2g})"))
     else:
         if m.clip_ratio > th.max_clip_ratio:
             issues.append(("clipping", f"{100 * m.clip_ratio:.2f}% of samples at full scale"))
