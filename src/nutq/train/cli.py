@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 # Modules exposing add_train_parser(sub) and/or add_eval_parser(sub).
-TRAINERS: tuple[str, ...] = ("nutq.train.t3.cli",)
+TRAINERS: tuple[str, ...] = ("nutq.train.t3.cli", "nutq.train.meanflow.cli")
 
 
 def add_parser(sub) -> None:
