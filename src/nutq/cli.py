@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import add_flow_arguments, flow_from_args
+from .cli_args import add_dtype_argument, add_flow_arguments, flow_from_args
 
 
 def _make_checkpoint(args) -> int:
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-watermark", action="store_true",
                    help="skip the Perth watermark (applied by default when resemble-perth is installed)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="T3 weights dtype (default: file's)")
+    add_dtype_argument(p)
     add_flow_arguments(p)
     p.set_defaults(func=_speak)
 
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live beside the packages they drive (each exposes add_parser(subparsers)).
-_OPTIONAL_SUBCOMMANDS = ("nutq.text.cli", "nutq.bench.cli", "nutq.serve.cli")
+_OPTIONAL_SUBCOMMANDS = ("nutq.text.cli", "nutq.bench.cli", "nutq.serve.cli", "nutq.export.cli", "nutq.eval.cli")
 
 
 def _version() -> str:
