@@ -30,7 +30,8 @@ def _speak(args) -> int:
     from .tts import SAMPLE_RATE, TTS
 
     flow = flow_from_args(args)
-    tts = TTS(_resolve(args, flow.kind), device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype, flow=flow)
+    tts = TTS(_resolve(args, flow.kind), device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype, flow=flow,
+              backend=args.backend, onnx_dir=args.onnx_dir)
     wav = tts.synthesize(args.text, language=args.lang, voice=args.voice, seed=args.seed,
                          exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
                          normalize=not args.no_normalize, max_new_tokens=args.max_tokens,
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     add_dtype_argument(p)
     add_flow_arguments(p)
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime: run the graphs of `nutq export onnx` (CPU; needs --onnx-dir)")
+    p.add_argument("--onnx-dir", help="directory written by `nutq export onnx` (for --backend onnxruntime)")
     p.set_defaults(func=_speak)
 
     for mod in _OPTIONAL_SUBCOMMANDS:

@@ -90,12 +90,12 @@ def _flow_jobs(s3gen, kind: str):
     yield ("hift_decode", graphs.HiFTDecode(hift), (mel, source), {"mel": mel3, "source": {0: batch, 2: spf * frames}})
 
 
-def export_onnx(files: CheckpointFiles, out_dir: str | Path, *, meanflow: bool | None = None, optimize: bool = True,
-                only: set[str] | None = None) -> dict:
+def export_onnx(files: CheckpointFiles, out_dir: str | Path, *, meanflow: bool | None = None,
+                optimize: bool = True) -> dict:
     """Export the graphs of `files` into `out_dir` and write the manifest; returns the manifest.
 
-    `meanflow`: also the distilled estimator (None: when the checkpoint has the file). `only`:
-    a subset of graph names (tests)."""
+    `meanflow`: also the distilled estimator (None: when the checkpoint has the file).
+    `optimize=False` skips onnxscript's graph optimizer (faster export, same numbers: tests)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfgs = configs_from_sidecar(files.sidecar)
@@ -107,8 +107,6 @@ def export_onnx(files: CheckpointFiles, out_dir: str | Path, *, meanflow: bool |
 
     def run(jobs):
         for name, module, args, dynamic in jobs:
-            if only is not None and name not in only:
-                continue
             t0 = time.perf_counter()
             path = out / f"{name}.onnx"
             io = graph_io(name, probes)
