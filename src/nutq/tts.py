@@ -72,6 +72,9 @@ class TTS:
             self.s3gen = load_component(files.root, "s3gen", cfgs["s3gen"], device=self.device)
         self._solver = self.flow.solver()
         self._ort_t3 = self._attach_backend(backend, onnx_dir)
+        from .engine.precision_guard import check as check_precision
+
+        self.precision_warnings = check_precision(files.root, dtype, flow_dtype)
         if flow_dtype:
             self.s3gen.flow.to(DTYPES[flow_dtype])
         self.tokenizer = MTLTokenizer.from_file(files.tokenizer)
