@@ -35,7 +35,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     q.add_argument("--no-vocoder", action="store_true", help="skip the flow and HiFT measurements")
     q.add_argument("--steps", type=int, default=200)
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--json", help=f"output file (default: MODEL_DIR/precision.json, which TTS's guard reads)")
+    q.add_argument("--json", help="output file (default: MODEL_DIR/precision.json, which TTS's guard reads)")
     q.add_argument("--markdown", action="store_true", help="print the tables for BENCHMARKS.md")
     q.set_defaults(func=_precision)
     return p

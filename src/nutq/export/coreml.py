@@ -13,15 +13,13 @@ hift_f0.mlpackage (mel) -> f0. Precision: fp16 compute (Core ML's default for ML
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import warnings
 from pathlib import Path
 
 import torch
 
 from ..checkpoints.files import MEANFLOW_FILE, CheckpointFiles
 from ..errors import NutqError
+from ..models.quant import quiet_imports
 from ..models.registry import configs_from_sidecar, load_component, load_meanflow
 from . import graphs
 
@@ -32,22 +30,9 @@ class CoreMLUnavailable(NutqError, ImportError):
     """coremltools is not installed (the `coreml` extra)."""
 
 
-@contextlib.contextmanager
-def _quiet():
-    # coremltools logs that its macOS-only runtime is missing when imported on Linux.
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
-
-
 def _ct():
     try:
-        with _quiet():
+        with quiet_imports():
             import coremltools as ct
     except ImportError as e:
         raise CoreMLUnavailable(f"Core ML conversion needs coremltools (pip install 'nutq[coreml]'): {e}") from e
@@ -66,7 +51,7 @@ def _convert_one(ct, module, args, names, outputs, frames: int, out: Path) -> Pa
         elif a.dim() == 3:
             shape[-1] = n
         inputs.append(ct.TensorType(name=name, shape=tuple(shape)))
-    with torch.no_grad(), _quiet():
+    with torch.no_grad(), quiet_imports():
         traced = torch.jit.trace(module.eval(), args)
         model = ct.convert(traced, inputs=inputs, outputs=[ct.TensorType(name=o) for o in outputs],
                            convert_to="mlprogram", minimum_deployment_target=ct.target.macOS13)

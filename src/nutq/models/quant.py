@@ -34,7 +34,7 @@ from torch import nn
 from ..errors import NutqError, WeightLoadError
 
 __all__ = ["SCHEMES", "QuantizationUnavailable", "quantize_t3", "save_quantized", "load_quantized",
-           "quantized_path", "source_signature", "load_t3"]
+           "quantized_path", "source_signature", "load_t3", "quiet_imports"]
 
 SCHEMES = ("int8", "int4")
 FORMAT = "nutq-t3-quantized"
@@ -47,8 +47,9 @@ class QuantizationUnavailable(NutqError, ImportError):
 
 
 @contextlib.contextmanager
-def _quiet():
-    """torchao's import logs that its optional CUDA kernels are absent; on CPU that is expected."""
+def quiet_imports():
+    """Silence logging and warnings for the duration: torchao (and coremltools) log at import that
+    their optional native parts are absent, which on a CPU (or Linux) machine is expected."""
     logger = logging.getLogger("torchao")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -65,7 +66,7 @@ def _quiet():
 
 def _torchao():
     try:
-        with _quiet():
+        with quiet_imports():
             import torchao.quantization as tq
             from torchao.quantization.granularity import PerGroup
     except ImportError as e:
@@ -92,7 +93,7 @@ def quantize_t3(t3: nn.Module, scheme: str) -> nn.Module:
     device torchao supports); returns `t3`."""
     cfg = _config(scheme)
     tq, _ = _torchao()
-    with _quiet():
+    with quiet_imports():
         tq.quantize_(t3, cfg, filter_fn=_is_target)
     t3.quantization = scheme
     return t3
@@ -133,7 +134,7 @@ def load_quantized(path: str | Path, cfg, scheme: str, *, source: dict | None = 
     path = Path(path)
     _torchao()  # registers torchao's tensor types as safe for weights_only loading
     try:
-        with _quiet():
+        with quiet_imports():
             blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated zip or a foreign pickle: say which file
         raise WeightLoadError(f"{path}: not a readable quantized T3 file ({type(e).__name__}: {e})") from e
