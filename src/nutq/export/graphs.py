@@ -6,8 +6,9 @@ for export:
 
 * T3 runs over a *functional* KV cache: the decode graph takes the past keys/values
   (layers, batch, kv_heads, past, head_dim) and returns them grown by one position (the prefill
-  graph starts from none). The backbone still writes its static cache in place; here that cache
-  is a fresh tensor made of past ++ one empty slot, which the exporter turns into a pure function.
+  graph starts from none). The backbone still writes its static cache in place; here each layer's
+  cache is a fresh tensor made of past ++ one empty slot, which the exporter turns into a pure
+  function.
   Embeddings, conditioning and the speech head stay in PyTorch: they are lookups and one matmul
   per step, and keeping them there leaves the graph free of the sampling-specific layout.
 * HiFT's STFT and inverse STFT become convolutions with DFT bases (`DFT_STFT`): ONNX has an STFT
@@ -25,14 +26,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.llama import KVView
-
 __all__ = ["T3Prefill", "T3Decode", "EstimatorCFM", "EstimatorMeanFlow", "FlowEncoder", "HiFTF0", "HiFTDecode",
            "DFT_STFT"]
 
 
 def _split(out, probes):
     return out if probes else (out, None)
+
+
+class _LayerKV:
+    """A cache as one tensor per layer (what the backbone indexes as `cache.k[layer]`).
+
+    One 5-D tensor would be functionalised into a copy of the whole cache per layer written
+    (O(layers²) per step); per-layer tensors are copied once each, like a concatenating cache."""
+
+    def __init__(self, k: list[torch.Tensor], v: list[torch.Tensor]):
+        self.k, self.v = k, v
+
+    @property
+    def max_len(self) -> int:
+        return self.k[0].shape[2]
+
+    def stacked(self):
+        return torch.stack(self.k), torch.stack(self.v)
 
 
 class T3Prefill(nn.Module):
@@ -45,10 +61,11 @@ class T3Prefill(nn.Module):
 
     def forward(self, embeds: torch.Tensor):
         cfg = self.t3.cfg.llama
-        shape = (cfg.num_layers, embeds.shape[0], cfg.num_kv_heads, embeds.shape[1], cfg.head_dim)
-        cache = KVView(embeds.new_zeros(shape), embeds.new_zeros(shape))
+        shape = (embeds.shape[0], cfg.num_kv_heads, embeds.shape[1], cfg.head_dim)
+        cache = _LayerKV([embeds.new_zeros(shape) for _ in range(cfg.num_layers)],
+                         [embeds.new_zeros(shape) for _ in range(cfg.num_layers)])
         h, attn = _split(self.t3.forward_hidden(embeds, 0, cache, probes=self.probes), self.probes)
-        out = (h[:, -1], cache.k, cache.v)
+        out = (h[:, -1], *cache.stacked())
         return (*out, attn) if self.probes else out
 
 
@@ -57,10 +74,11 @@ class T3Decode(T3Prefill):
     present keys/values (L, B, H, P+1, D) [, probe attention of row 0 (n_probes, 1, P+1)]."""
 
     def forward(self, embeds: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor):
-        slot = past_k.new_zeros((*past_k.shape[:3], 1, past_k.shape[4]))
-        cache = KVView(torch.cat([past_k, slot], dim=3), torch.cat([past_v, slot], dim=3))
+        slot = past_k.new_zeros((*past_k.shape[1:3], 1, past_k.shape[4]))
+        cache = _LayerKV([torch.cat([k, slot], dim=2) for k in past_k.unbind(0)],
+                         [torch.cat([v, slot], dim=2) for v in past_v.unbind(0)])
         h, attn = _split(self.t3.forward_hidden(embeds, past_k.shape[3], cache, probes=self.probes), self.probes)
-        out = (h[:, -1], cache.k, cache.v)
+        out = (h[:, -1], *cache.stacked())
         return (*out, attn) if self.probes else out
 
 
