@@ -98,6 +98,8 @@ class TTS:
             raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
         if onnx_dir is None or self.device.type != "cpu":
             raise ValueError("the onnxruntime backend needs onnx_dir (from `nutq export onnx`) and device='cpu'")
+        if self.t3.text_emb.weight.dtype != torch.float32:
+            raise ValueError("the onnxruntime backend runs the fp32 graphs: leave dtype unset (or fp32)")
         from .engine.ort_backend import attach
 
         return attach(self.t3, self.s3gen, onnx_dir)
@@ -226,7 +228,8 @@ class TTS:
         ids = self.text_ids(text, language, normalize, diacritize)
         with torch.inference_mode():
             cond = self.t3.conditioning(voice.speaker_emb, voice.prompt_tokens, voice.exaggeration)
-            res = generate_speech_tokens(self._ort_t3 or self.t3, cond, ids, params, generator=gen if self.device.type == "cpu" else None)
+            res = generate_speech_tokens(self._ort_t3 or self.t3, cond, ids, params,
+                                         generator=gen if self.device.type == "cpu" else None)
             if not res.tokens:
                 return np.zeros(0, dtype=np.float32)
             tokens = torch.tensor(res.tokens, device=self.device).reshape(1, -1)
