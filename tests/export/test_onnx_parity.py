@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnxruntime", reason="the onnx extra (onnx, onnxscript, onnxruntime) is not installed")
+for _mod in ("onnx", "onnxscript", "onnxruntime"):
+    pytest.importorskip(_mod, reason="the onnx extra (onnx, onnxscript, onnxruntime) is not installed")
 
 from nutq.checkpoints.files import resolve  # noqa: E402
 from nutq.engine.alignment import OFFICIAL  # noqa: E402
