@@ -17,12 +17,12 @@ RANDOM_TOKENS ?= 75
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) (set PY=python3.x, >= 3.11)"; exit 1; }
 	@echo "== Setting up $(VENV) (first run only; a few minutes, mostly downloads):"
-	@echo "   1/3 pip itself, 2/3 CPU torch 2.13.0 (a 190 MB wheel), 3/3 nutq with its test and server extras (~120 MB)"
+	@echo "   1/3 pip itself, 2/3 CPU torch 2.13.0 (a 190 MB wheel), 3/3 nutq with its test, server and export extras (~300 MB)"
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install --upgrade pip
 	@# The CPU torch wheel first (pinned), so the editable install never pulls CUDA builds.
 	$(VPY) -m pip install torch==2.13.0
-	$(VPY) -m pip install -e '.[test,serve,train]'
+	$(VPY) -m pip install -e '.[test,serve,train,onnx,quant,coreml]'
 	@# The Python client (clients/python, websockets + httpx): its tests in tests/clients use it.
 	$(VPY) -m pip install -e clients/python
 	touch $(STAMP)

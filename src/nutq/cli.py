@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import add_flow_arguments, flow_from_args
+from .cli_args import add_dtype_argument, add_flow_arguments, flow_from_args
 
 
 def _make_checkpoint(args) -> int:
@@ -30,7 +30,8 @@ def _speak(args) -> int:
     from .tts import SAMPLE_RATE, TTS
 
     flow = flow_from_args(args)
-    tts = TTS(_resolve(args, flow.kind), device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype, flow=flow)
+    tts = TTS(_resolve(args, flow.kind), device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype, flow=flow,
+              backend=args.backend, onnx_dir=args.onnx_dir)
     wav = tts.synthesize(args.text, language=args.lang, voice=args.voice, seed=args.seed,
                          exaggeration=args.exaggeration, cfg_weight=args.cfg_weight, temperature=args.temperature,
                          normalize=not args.no_normalize, max_new_tokens=args.max_tokens,
@@ -88,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-watermark", action="store_true",
                    help="skip the Perth watermark (applied by default when resemble-perth is installed)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="T3 weights dtype (default: file's)")
+    add_dtype_argument(p)
     add_flow_arguments(p)
+    p.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="onnxruntime: run the graphs of `nutq export onnx` (CPU; needs --onnx-dir)")
+    p.add_argument("--onnx-dir", help="directory written by `nutq export onnx` (for --backend onnxruntime)")
     p.set_defaults(func=_speak)
 
     for mod in _OPTIONAL_SUBCOMMANDS:
@@ -103,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Subcommands that live beside the packages they drive (each exposes add_parser(subparsers)).
 _OPTIONAL_SUBCOMMANDS = ("nutq.text.cli", "nutq.bench.cli", "nutq.serve.cli", "nutq.train.data.cli",
-                         "nutq.train.cli")
+                         "nutq.train.cli", "nutq.export.cli")
 
 
 def _version() -> str:

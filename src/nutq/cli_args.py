@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-__all__ = ["add_flow_arguments", "flow_from_args"]
+__all__ = ["add_flow_arguments", "flow_from_args", "add_dtype_argument", "T3_DTYPES"]
 
 _DTYPES = ["fp32", "bf16", "fp16"]
+# int8/int4: weight-only quantized T3 linears (torchao, the `quant` extra; see nutq.models.quant).
+T3_DTYPES = [*_DTYPES, "int8", "int4"]
+
+
+def add_dtype_argument(p) -> None:
+    p.add_argument("--dtype", choices=T3_DTYPES,
+                   help="T3 weights: a float dtype, or int8/int4 weight-only quantization (default: the file's)")
 
 
 def add_flow_arguments(p, *, flow_dtype: bool = True) -> None:

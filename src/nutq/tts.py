@@ -24,6 +24,7 @@ from .engine.session import Session, resolve_guard
 from .engine.stream import AsyncSpeechStream, Phrase, SpeechStream
 from .engine.voice import Voice, VoiceError, load_conds, prepare_voice
 from .models.loading import DTYPES
+from .models.quant import load_t3
 from .models.registry import configs_from_sidecar, load_component, load_meanflow
 from .text.fit import TextTooLong, split_to_fit
 
@@ -42,7 +43,7 @@ class TTS:
     def __init__(self, files: ckfiles.CheckpointFiles, device: str = "cpu", dtype: str | None = None, *,
                  flow_dtype: str | None = None, max_sessions: int = 1, max_cache_len: int = 1500,
                  voice_store: str | Path | None = None, scheduler: bool = False,
-                 flow: FlowOptions | str | None = None):
+                 flow: FlowOptions | str | None = None, backend: str = "torch", onnx_dir: str | Path | None = None):
         """`max_sessions` concurrent streams share a KV pool of `max_cache_len` positions per
         session (conditioning + text + speech tokens); it is allocated on the first stream.
         `scheduler`: streams are decoded together by one `Scheduler` (started on the first stream
@@ -62,14 +63,18 @@ class TTS:
         # A missing meanflow file fails here, before any loading.
         self._meanflow_file = meanflow_file = files.meanflow if self.flow.meanflow else None
         cfgs = configs_from_sidecar(files.sidecar)
-        t3_dtype = DTYPES[dtype] if dtype else None
-        self.t3 = load_component(files.root, "t3", cfgs["t3"], dtype=t3_dtype, device=self.device)
+        # "int8"/"int4": weight-only quantized linears (nutq.models.quant); floats are cast.
+        self.t3 = load_t3(files.root, cfgs["t3"], dtype, device=self.device)
         self.ve = load_component(files.root, "ve", cfgs["ve"], device=self.device)
         if meanflow_file is not None:
             self.s3gen = load_meanflow(meanflow_file, cfgs["s3gen"], device=self.device)
         else:
             self.s3gen = load_component(files.root, "s3gen", cfgs["s3gen"], device=self.device)
         self._solver = self.flow.solver()
+        self._ort_t3 = self._attach_backend(backend, onnx_dir)
+        from .engine.precision_guard import check as check_precision
+
+        self.precision_warnings = check_precision(files.root, dtype, flow_dtype)
         if flow_dtype:
             self.s3gen.flow.to(DTYPES[flow_dtype])
         self.tokenizer = MTLTokenizer.from_file(files.tokenizer)
@@ -83,6 +88,21 @@ class TTS:
         self._model_id: str | None = None
         self._use_scheduler = scheduler
         self._scheduler: Scheduler | None = None
+
+    def _attach_backend(self, backend: str, onnx_dir):
+        """"onnxruntime": the graphs of `nutq export onnx` run T3's backbone in `synthesize` and
+        the flow and HiFT everywhere (nutq.engine.ort_backend); "torch": everything in PyTorch."""
+        if backend == "torch":
+            return None
+        if backend != "onnxruntime":
+            raise ValueError(f"backend must be 'torch' or 'onnxruntime', got {backend!r}")
+        if onnx_dir is None or self.device.type != "cpu":
+            raise ValueError("the onnxruntime backend needs onnx_dir (from `nutq export onnx`) and device='cpu'")
+        if self.t3.text_emb.weight.dtype != torch.float32:
+            raise ValueError("the onnxruntime backend runs the fp32 graphs: leave dtype unset (or fp32)")
+        from .engine.ort_backend import attach
+
+        return attach(self.t3, self.s3gen, onnx_dir)
 
     @classmethod
     def from_local(cls, model_dir: str | Path, *, flow: FlowOptions | str | None = None, **kw) -> "TTS":
@@ -208,7 +228,8 @@ class TTS:
         ids = self.text_ids(text, language, normalize, diacritize)
         with torch.inference_mode():
             cond = self.t3.conditioning(voice.speaker_emb, voice.prompt_tokens, voice.exaggeration)
-            res = generate_speech_tokens(self.t3, cond, ids, params, generator=gen if self.device.type == "cpu" else None)
+            res = generate_speech_tokens(self._ort_t3 or self.t3, cond, ids, params,
+                                         generator=gen if self.device.type == "cpu" else None)
             if not res.tokens:
                 return np.zeros(0, dtype=np.float32)
             tokens = torch.tensor(res.tokens, device=self.device).reshape(1, -1)

@@ -16,7 +16,7 @@ import platform
 import statistics
 from pathlib import Path
 
-from ..cli_args import add_flow_arguments, flow_from_args
+from ..cli_args import add_dtype_argument, add_flow_arguments, flow_from_args
 from ..errors import NutqError
 
 DEFAULT_TEXT = "مرحبا، أنا نطق، مساعدك الصوتي. كيف يمكنني مساعدتك اليوم؟"
@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
                    help="speak the text phrase by phrase (default: one utterance, as the official generate)")
     p.add_argument("--guard", default="official", help="alignment guard profile: official, arabic or none")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None, help="T3 weights (default: file's)")
+    add_dtype_argument(p)
     add_flow_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")

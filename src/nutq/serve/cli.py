@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ..cli_args import add_flow_arguments, flow_from_args
+from ..cli_args import add_dtype_argument, add_flow_arguments, flow_from_args
 from .config import ServeConfig  # a plain dataclass: cheap enough for `nutq --help`
 
 _DEFAULTS = ServeConfig()  # one source for the defaults shown and used
@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-scheduler", action="store_true",
                    help="step each stream alone in its own thread instead of batching all streams' steps")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="T3 weights dtype (default: file's)")
+    add_dtype_argument(p)
     add_flow_arguments(p)
     p.add_argument("--voice-store", help="directory where registered voices persist")
     p.add_argument("--api-key", action="append", default=[],

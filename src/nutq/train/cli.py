@@ -10,13 +10,15 @@ from __future__ import annotations
 import importlib
 
 # Modules exposing add_train_parser(sub) and/or add_eval_parser(sub).
-TRAINERS: tuple[str, ...] = ("nutq.train.t3.cli", "nutq.train.meanflow.cli")
+# nutq.eval.cli (precision deviations) measures the runtime models, not a trainer, but shares the
+# `eval` group so that there is one `nutq eval`.
+TRAINERS: tuple[str, ...] = ("nutq.train.t3.cli", "nutq.train.meanflow.cli", "nutq.eval.cli")
 
 
 def add_parser(sub) -> None:
     train = sub.add_parser("train", help="fine-tune or distil a model (see `nutq train -h`)")
     train_sub = train.add_subparsers(dest="trainer", metavar="MODEL")
-    evaluate = sub.add_parser("eval", help="evaluate a trained model against its base")
+    evaluate = sub.add_parser("eval", help="evaluate a trained model against its base, or precisions against fp32")
     eval_sub = evaluate.add_subparsers(dest="trainer", metavar="MODEL")
     for name in TRAINERS:
         module = importlib.import_module(name)
