@@ -84,3 +84,11 @@ def test_an_unreachable_redis_is_a_clear_error():
         RedisVoiceStore("redis://:secret@127.0.0.1:1/0", "m")
     with pytest.raises(VoiceStoreUnavailable, match="bad voice store URL"):
         VoiceCache(FakePrepare(), store_dir="redis://127.0.0.1:notaport/0")
+
+
+def test_an_outage_answers_503_with_retry_after():
+    pytest.importorskip("fastapi")
+    from nutq.serve.errors import api_error_from
+
+    err = api_error_from(VoiceStoreUnavailable("voice store redis://r:6379/0 is unavailable: timeout"))
+    assert (err.status, err.code) == (503, "voice_store_unavailable") and "Retry-After" in err.headers
