@@ -55,7 +55,8 @@ def cluster(tiny_checkpoint, redis_url):
                 "--no-demo", "--max-new-tokens", "100"]
         # num_cpus 0: the two replicas and Ray's own actors share this machine's two cores.
         app = NutqReplica.options(num_replicas=2, max_ongoing_requests=SLOTS, ray_actor_options={"num_cpus": 0},
-                                  health_check_period_s=1, health_check_timeout_s=30).bind(args)
+                                  health_check_period_s=1, health_check_timeout_s=30,
+                                  graceful_shutdown_timeout_s=30).bind(args)
         serve.run(app, name="nutq", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -143,3 +144,15 @@ def test_the_builder_checks_its_arguments_before_any_replica_starts(tiny_checkpo
     deployment = app._bound_deployment
     assert deployment.max_ongoing_requests == 6  # Ray queues beyond the engine's slots
     assert deployment._deployment_config.graceful_shutdown_timeout_s == 45
+
+
+def test_deleting_the_application_lets_running_streams_finish(cluster):
+    """Last in this module: it takes the application down. Ray stops routing to the replicas and
+    waits (graceful_shutdown_timeout_s) for their requests: a stream running then ends whole (a
+    cut-off chunked body would raise IncompleteRead here)."""
+    with ThreadPoolExecutor(2) as pool:
+        running = [pool.submit(speak, cluster, "default", 300 + i) for i in range(2)]
+        time.sleep(0.5)
+        serve.delete("nutq")
+        results = [f.result() for f in running]
+    assert all(status == 200 and n > 0 for status, _, n in results), results
