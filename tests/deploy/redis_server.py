@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 
-__all__ = ["redis_server"]
+__all__ = ["redis_server", "redis_url"]
 
 
 def _free_port() -> int:
@@ -51,3 +51,10 @@ def redis_server():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def redis_url():
+    """A fresh redis-server per test module (import this fixture into the module)."""
+    with redis_server() as url:
+        yield url

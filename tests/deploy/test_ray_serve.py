@@ -27,6 +27,7 @@ serve = pytest.importorskip("ray.serve")
 import nutq  # noqa: E402
 from nutq.serve.ray_app import NutqReplica, app_builder  # noqa: E402
 
+from tests.deploy.redis_server import redis_url  # noqa: E402, F401 - the fixture
 from tests.serve.helpers import connect, get_json  # noqa: E402
 from tests.serve.test_voices_api import clip, multipart  # noqa: E402
 

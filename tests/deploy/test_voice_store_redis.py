@@ -12,6 +12,7 @@ import pytest
 from nutq.engine.voice_cache import UnknownVoiceError, VoiceCache
 from nutq.engine.voice_store_redis import RedisVoiceStore, VoiceStoreUnavailable, is_store_url
 
+from tests.deploy.redis_server import redis_url  # noqa: E402, F401 - the fixture
 from tests.test_voice_cache import VOICE_BYTES, FakePrepare, expected
 from tests.test_voice_format import assert_same_voice
 
