@@ -11,6 +11,8 @@ second at full size on CPU), so a server must not redo it per request. Here:
   its clip hash (ids never become paths), atomically, and recorded in the store's index (see
   `voice_index`: one appended line per change), and reloaded by a new instance; an entry that
   cannot be read back is skipped with a warning;
+* with a `redis://` URL instead of a directory, ids and voice files live in Redis, shared by
+  every server naming it (see `voice_store_redis`);
 * a voice registered from a file path notices when the file changes (size or mtime, then the bytes'
   hash) and is prepared again.
 
@@ -41,6 +43,7 @@ from ..errors import NutqError
 from .voice import Voice, VoiceError
 from .voice_format import VoiceMeta, load_voice, read_voice_meta, save_voice, voice_nbytes
 from .voice_index import VoiceIndex, clean_leftovers
+from .voice_store_redis import is_store_url
 
 __all__ = ["VoiceCache", "VoiceInfo", "CacheStats", "UnknownVoiceError", "DEFAULT_VOICE_ID", "VOICE_ID_PATTERN"]
 
@@ -138,16 +141,21 @@ class VoiceCache:
                  max_bytes: int = 256 * 1024 * 1024, default: Voice | None = None, model: str | None = None):
         """`prepare(clip_bytes) -> Voice` computes a voice (raising VoiceError for a bad clip). `model`
         identifies the weights (e.g. `voice_format.model_fingerprint`): stored voices made with other
-        weights are not reused."""
+        weights are not reused. `store_dir` may be a `redis://` URL (see `voice_store_redis`)."""
         if max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self._shared = None  # a store shared by replicas (`voice_store_redis`), named by a URL
+        if is_store_url(store_dir):
+            from .voice_store_redis import RedisVoiceStore
+
+            self._shared, store_dir = RedisVoiceStore(store_dir, model), None
         self._prepare = prepare
         self._store = Path(store_dir) if store_dir is not None else None
         self._max_bytes = int(max_bytes)
         self._default = default
         self._model = model
         self._lock = threading.Lock()
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, _Entry] = {} if self._shared is None else self._shared.entries(_Entry)
         self._mem: OrderedDict[str, Voice] = OrderedDict()  # clip sha256 -> voice, least recent first
         self._mem_bytes = 0
         self._pending: dict[str, Future] = {}  # clip sha256 -> the one preparation in flight
@@ -194,7 +202,7 @@ class VoiceCache:
             self._entries[voice_id] = entry
         try:
             # After registering: from now on a concurrent remove of another id cannot delete this file.
-            if self._store is not None and not self._voice_path(h).exists():
+            if self._persistent and not self._has_stored(h):
                 self._persist(h, voice, clip)
             self._save_change(voice_id)
         except BaseException:
@@ -323,7 +331,7 @@ class VoiceCache:
         with self._lock:
             if self._entries.get(voice_id) is entry:  # not replaced or removed meanwhile
                 self._entries[voice_id] = new
-        if voice is not None and self._store is not None and not self._voice_path(h).exists():
+        if voice is not None and self._persistent and not self._has_stored(h):
             self._persist(h, voice, clip)
         if new.clip_sha256 != entry.clip_sha256:
             self._forget_unreferenced(entry.clip_sha256)
@@ -354,7 +362,7 @@ class VoiceCache:
                 voice = _detached(self._prepare(clip))
                 with self._lock:
                     self._counts["prepares"] += 1
-                if persist and self._store is not None:
+                if persist and self._persistent:
                     self._persist(h, voice, clip)  # also replaces a stored file that proved unusable
             with self._lock:
                 self._remember(h, voice)
@@ -367,7 +375,20 @@ class VoiceCache:
             with self._lock:
                 self._pending.pop(h, None)
 
+    @property
+    def _persistent(self) -> bool:
+        return self._store is not None or self._shared is not None
+
+    def _has_stored(self, h: str) -> bool:
+        return self._shared.has_file(h) if self._shared is not None else self._voice_path(h).exists()
+
     def _load_stored(self, h: str) -> Voice | None:
+        if self._shared is not None:
+            voice = self._shared.load(h)
+            if voice is not None:
+                with self._lock:
+                    self._counts["disk_loads"] += 1
+            return voice
         if self._store is None or not self._voice_path(h).exists():
             return None
         try:
@@ -381,8 +402,11 @@ class VoiceCache:
 
     def _persist(self, h: str, voice: Voice, clip: bytes) -> None:
         seconds, sr = _clip_info(clip)
-        save_voice(voice, self._voice_path(h),
-                   meta=VoiceMeta(model=self._model, clip_sha256=h, clip_sample_rate=sr, clip_seconds=seconds))
+        meta = VoiceMeta(model=self._model, clip_sha256=h, clip_sample_rate=sr, clip_seconds=seconds)
+        if self._shared is not None:
+            self._shared.save(h, voice, meta)
+        else:
+            save_voice(voice, self._voice_path(h), meta=meta)
 
     def _remember(self, h: str, voice: Voice) -> None:
         """Insert into the LRU and evict down to the byte bound (caller holds the lock). The newest
@@ -395,7 +419,7 @@ class VoiceCache:
             old_h, old = self._mem.popitem(last=False)
             self._mem_bytes -= voice_nbytes(old)
             self._counts["evictions"] += 1
-            if self._store is None:
+            if not self._persistent:
                 # Nothing to reload from, except for voices registered from a clip file: forget the ids.
                 for vid in [v for v, e in self._entries.items() if e.clip_sha256 == old_h and e.source is None]:
                     del self._entries[vid]
@@ -410,6 +434,8 @@ class VoiceCache:
                 self._mem_bytes -= voice_nbytes(self._mem.pop(h))
             if self._store is not None:
                 self._voice_path(h).unlink(missing_ok=True)
+            elif self._shared is not None:
+                self._shared.drop_file(h)  # checks again in Redis: other replicas' ids count too
 
     # --- the index --------------------------------------------------------------------------------
 

@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu")
     add_dtype_argument(p)
     add_flow_arguments(p)
-    p.add_argument("--voice-store", help="directory where registered voices persist")
+    p.add_argument("--voice-store", help="where registered voices persist: a directory (this server's own), or "
+                                         "redis://host:6379/0 to share them between replicas (needs nutq[redis])")
     p.add_argument("--api-key", action="append", default=[],
                    help="require this key (repeatable; also $NUTQ_API_KEYS, comma-separated)")
     p.add_argument("--max-input-chars", type=int, default=_DEFAULTS.max_input_chars)
@@ -85,10 +86,29 @@ def _serve(args) -> int:
     except ImportError:
         raise ValueError("nutq serve needs the server packages: pip install 'nutq[serve]'") from None
 
+    from .drain import SHUTDOWN_GRACE_S, DrainingServer
+
+    app, tts, config = build(args)
+    # ws_max_size twice the app's limit: a message a little over the limit gets the protocol's
+    # in-band `message_too_large` error before the close; uvicorn still bounds what it buffers.
+    # log_config=None: uvicorn's records go through the handler configured above; access_log off:
+    # the app logs its own access lines, with request ids and client ids.
+    server = DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, ws_max_size=2 * config.max_frame_bytes,
+                                           log_config=None, log_level=args.log_level, access_log=False,
+                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S), app.state.ctx)
+    try:
+        server.run()
+    finally:
+        tts.close()
+    return 0
+
+
+def build(args):
+    """(app, tts, config) from parsed `nutq serve` arguments, logging configured: what `nutq serve`
+    runs under uvicorn, and a Ray Serve replica (`serve.ray_app`) under Ray's proxy."""
     from ..checkpoints.files import resolve
     from ..tts import TTS
     from .app import create_app
-    from .drain import SHUTDOWN_GRACE_S, DrainingServer
     from .logs import configure_logging
     from .voice_names import parse_aliases
 
@@ -110,15 +130,4 @@ def _serve(args) -> int:
     if not args.no_demo:
         from .demo import install_demo
         install_demo(app)
-    # ws_max_size twice the app's limit: a message a little over the limit gets the protocol's
-    # in-band `message_too_large` error before the close; uvicorn still bounds what it buffers.
-    # log_config=None: uvicorn's records go through the handler configured above; access_log off:
-    # the app logs its own access lines, with request ids and client ids.
-    server = DrainingServer(uvicorn.Config(app, host=args.host, port=args.port, ws_max_size=2 * config.max_frame_bytes,
-                                           log_config=None, log_level=args.log_level, access_log=False,
-                                           timeout_graceful_shutdown=SHUTDOWN_GRACE_S), app.state.ctx)
-    try:
-        server.run()
-    finally:
-        tts.close()
-    return 0
+    return app, tts, config

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..engine.kv_pool import PoolExhausted
 from ..engine.voice import VoiceError
 from ..engine.voice_cache import UnknownVoiceError
+from ..engine.voice_store_redis import VoiceStoreUnavailable
 from ..text.diacritize import DiacritizerUnavailable
 from .formats import UnsupportedFormat
 
@@ -77,6 +78,10 @@ def api_error_from(e: Exception, retry_after_s: int = 1) -> ApiError:
         return e
     if isinstance(e, UnknownVoiceError):
         return ApiError(404, str(e), code="voice_not_found", param="voice")
+    if isinstance(e, VoiceStoreUnavailable):
+        log.warning("%s", e)
+        return ApiError(503, "the voice store is unavailable; retry shortly", code="voice_store_unavailable",
+                        headers={"Retry-After": str(retry_after_s)})
     if isinstance(e, PoolExhausted):
         return ApiError(429, f"server busy: {e}; retry shortly", code="server_busy",
                         headers={"Retry-After": str(retry_after_s)})
