@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,20 @@ def test_manifest_round_trip_and_bad_lines(tmp_path):
     assert [(u.audio, u.dialect, u.gender, u.split) for u in again] == [(u.audio, u.dialect, u.gender, u.split) for u in utts]
     with pytest.raises(DataError, match="not found"):
         read_manifest(tmp_path / "none.jsonl")
+
+
+def test_written_relative_paths_point_at_the_same_files(tmp_path, monkeypatch):
+    """Audio given relative to the working directory is written relative to the manifest."""
+    from nutq.train.data.manifest import Utterance
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rel" / "clips").mkdir(parents=True)
+    (tmp_path / "rel" / "clips" / "a.wav").write_bytes(b"x")
+    u = Utterance(id="a", audio=Path("rel/clips/a.wav"), text="مرحبا", speaker="s1", dialect="msa")
+    path = write_manifest(Path("rel") / "manifest.jsonl", [u])
+    assert json.loads(path.read_text(encoding="utf-8"))["audio"] == "clips/a.wav"
+    (back,), _ = read_manifest(path)
+    assert back.audio.resolve() == (tmp_path / "rel" / "clips" / "a.wav").resolve()
 
 
 def test_dialect_labels():

@@ -66,6 +66,9 @@ class Utterance:
         d.pop("line")
         audio = self.audio
         if base is not None:
+            # A relative path here is relative to the working directory, not to the manifest:
+            # resolve it first, so the written path is read back as the same file.
+            audio = audio.resolve()
             try:
                 audio = audio.relative_to(base)
             except ValueError:
