@@ -33,6 +33,7 @@ from starlette.websockets import WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 
 from ..engine.sampling import SamplingParams
+from ..errors import NutqError
 from ..text.segment import PhraseSegmenter
 from .audio_out import Encoder, make_encoder
 from .context import LiveStream, ServerContext, StreamOptions
@@ -96,7 +97,7 @@ class _Context:
                        phrases=self.phrases)
 
 
-class _ClientGone(Exception):
+class _ClientGone(NutqError):
     """The socket is closed: nothing can be sent any more."""
 
 
