@@ -18,7 +18,7 @@ def add_flow_arguments(p, *, flow_dtype: bool = True) -> None:
     p.add_argument("--meanflow-revision",
                    help="Turbo repository revision of the meanflow file when downloading; also $NUTQ_MEANFLOW_REVISION")
     if flow_dtype:
-        p.add_argument("--flow-dtype", choices=_DTYPES, help="S3Gen flow weights dtype (default: fp32)")
+        p.add_argument("--flow-dtype", choices=_DTYPES, help="S3Gen flow weights dtype (default: bf16 on CUDA, fp32 on CPU)")
 
 
 def flow_from_args(args):

@@ -176,7 +176,7 @@ def test_generation_waits_for_a_consumer_that_does_not_take_its_chunks(tts):
 
 
 def test_the_scheduler_stops_decoding_a_session_nobody_reads(tiny_checkpoint):
-    tts = TTS.from_local(tiny_checkpoint, max_sessions=1, scheduler=True)
+    tts = TTS.from_local(tiny_checkpoint, max_sessions=1)
     tokens = 400  # far more than the few chunks a paused session may have ready
 
     async def run() -> int:

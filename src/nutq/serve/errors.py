@@ -20,6 +20,7 @@ from ..errors import BusyError, ClientError, NutqError, UnavailableError
 from ..engine.voice_cache import UnknownVoiceError
 from ..text.diacritize import DiacritizerUnavailable
 from .formats import UnsupportedFormat
+from .logs import current_request_id
 
 __all__ = ["ApiError", "api_error_from", "install_error_handlers", "ws_close_code"]
 
@@ -90,8 +91,10 @@ def api_error_from(e: Exception, retry_after_s: int = 1) -> ApiError:
         return ApiError(400, str(e), code="unsupported_format", param="response_format")
     if isinstance(e, ClientError):  # bad text, language or voice options
         return ApiError(400, str(e), code="invalid_value")
-    log.error("unexpected error: %s: %s", type(e).__name__, e, exc_info=e)
-    return ApiError(500, "internal error", code="internal_error")
+    rid = current_request_id()
+    log.error("unexpected error in request %s: %s: %s", rid, type(e).__name__, e, exc_info=e,
+              extra={"request_id": rid})
+    return ApiError(500, f"internal error (request {rid})" if rid else "internal error", code="internal_error")
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:

@@ -184,13 +184,13 @@ class _Connection:
             raise ApiError(400, str(e), code="unsupported_format", param="output_format") from e
         language = s.language or self.ctx.config.default_language
         try:
-            self.ctx.tts.tokenizer.language_id(language)
+            self.ctx.engine.tokenizer.language_id(language)
         except ValueError as e:
             raise ApiError(400, str(e), code="unsupported_language", param="language") from e
         if s.max_tokens is not None and s.max_tokens > self.ctx.config.max_new_tokens:
             raise ApiError(400, f"max_tokens must be <= {self.ctx.config.max_new_tokens}", code="invalid_value",
                            param="max_tokens")
-        await asyncio.to_thread(self.ctx.tts.voices.get, s.voice)  # UnknownVoiceError -> 404 voice_not_found
+        await asyncio.to_thread(self.ctx.engine.voices.get, s.voice)  # UnknownVoiceError -> 404 voice_not_found
         return fmt
 
     def _open(self, cid: str, settings: SpeakSettings, fmt: OutputFormat) -> _Context:
@@ -342,7 +342,7 @@ class _Connection:
     def _timer(self, c: _Context, phrase: _Phrase, spoken: Spoken, live: LiveStream,
                language: str) -> WordTimer | None:
         ids = live.stream.phrases[0].ids.tolist()
-        words = phrase_words(phrase.text, spoken, ids, self.ctx.tts.tokenizer, language)
+        words = phrase_words(phrase.text, spoken, ids, self.ctx.engine.tokenizer, language)
         if words is None:
             log.warning("native ws: cannot map tokens back to the text of a phrase; no timestamps for it")
             return None

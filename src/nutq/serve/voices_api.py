@@ -150,7 +150,7 @@ def voices_router(ctx: ServerContext) -> APIRouter:
     router = APIRouter()
 
     def voices():
-        return ctx.tts.voices  # made (and its store read) on first use: called from worker threads
+        return ctx.engine.voices  # made (and its store read) on first use: called from worker threads
 
     # Registration is check-then-add over the store: one at a time, so two uploads cannot both
     # claim a free id. Uploads are rare; listing and synthesis are not serialized by this.
