@@ -23,7 +23,7 @@ class FakeVoices:
 
 
 def ctx(voices=("default", "narrator", "ash"), **aliases):
-    return SimpleNamespace(config=ServeConfig(voice_aliases=aliases), tts=SimpleNamespace(voices=FakeVoices(voices)))
+    return SimpleNamespace(config=ServeConfig(voice_aliases=aliases), engine=SimpleNamespace(voices=FakeVoices(voices)))
 
 
 def resolve(c, name, protocol="openai"):

@@ -53,6 +53,10 @@ class ServerContext:
     draining: bool = False
 
     def __post_init__(self):
+        from ..tts import TTS
+
+        if isinstance(self.engine, TTS):  # the library facade: serve the engine it wraps
+            self.engine = self.engine.engine
         check_aliases(self.config.voice_aliases, (v.id for v in self.engine.voices.list()))
         total = self.config.max_streams or self.engine.capacity
         self.metrics.watch_engine(self.engine.stats)
@@ -88,7 +92,7 @@ class ServerContext:
             self.metrics.error(e)
             raise
         try:
-            voice = await asyncio.to_thread(self.engine.voices.get, opts.voice)
+            voice = await asyncio.to_thread(self.engine.voices.get, opts.voice if opts.voice is not None else "default")
             request = replace(opts, voice=voice, language=opts.language or self.config.default_language)
             stream = await asyncio.to_thread(self.engine.stream, request)
             inner = AsyncSpeechStream(stream, max_ahead=self.config.stream_buffer_chunks)
