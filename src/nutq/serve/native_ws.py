@@ -317,14 +317,15 @@ class _Connection:
         params = SamplingParams(cfg_weight=s.cfg_weight, temperature=s.temperature,
                                 max_new_tokens=s.max_tokens or self.ctx.config.max_new_tokens)
         seed = None if s.seed is None else s.seed + c.phrases
-        opts = StreamOptions(phrase.text, s.voice, language, params, seed, s.exaggeration, s.normalize, segment=False)
+        opts = StreamOptions(phrase.text, s.voice, language, params, seed, s.exaggeration, s.normalize, segment=False,
+                             diacritize=s.diacritize)
         if c.t_first_ready is None:
             c.t_first_ready = phrase.t_ready
         c.phrases += 1
         t0 = time.perf_counter()
         live = await self.ctx.open_stream(opts, client=self.client, protocol="native")
         try:
-            timer = self._timer(c, phrase, spoken, live, language) if s.timestamps else None
+            timer = self._timer(c, phrase, spoken, live, language) if s.timestamps and not s.diacritize else None
             async for chunk in live:
                 if c.first_audio_latency is None:
                     c.first_audio_latency = time.perf_counter() - c.t_first_ready
