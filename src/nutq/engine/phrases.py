@@ -8,6 +8,7 @@ when asked, diacritized), and a phrase longer than `token_limit` after that is c
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 import torch
 
@@ -15,9 +16,58 @@ from ..errors import ClientError
 from ..text.fit import TextTooLong, split_to_fit
 from .stream import Phrase
 
-__all__ = ["PhrasePlanner", "ENDINGS"]
+__all__ = ["PhrasePlanner", "ENDINGS", "Spoken", "spoken_text"]
 
 ENDINGS = tuple(".!?-,؟،؛。？！")  # the official pipeline ends every utterance with one of these
+
+
+@dataclass(frozen=True)
+class Spoken:
+    """What T3 reads for a phrase, with each character's source span [start, end) in the phrase."""
+
+    text: str
+    source: tuple[tuple[int, int], ...]
+
+
+def _collapse_spaces(text: str) -> Spoken:
+    """`" ".join(text.split())` with sources: a joining space stands for the whole run it replaced."""
+    chars: list[str] = []
+    source: list[tuple[int, int]] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i].isspace():
+            j = i
+            while j < n and text[j].isspace():
+                j += 1
+            if chars and j < n:
+                chars.append(" ")
+                source.append((i, j))
+            i = j
+        else:
+            chars.append(text[i])
+            source.append((i, i + 1))
+            i += 1
+    return Spoken("".join(chars), tuple(source))
+
+
+def spoken_text(text: str, language: str, normalize: bool = True, diacritize: bool = False,
+                frontend=None) -> Spoken:
+    """What T3 reads for `text` (whitespace collapsed, Arabic through the text frontend and, when
+    asked, diacritized), with each character's source span in `text`; text "" when nothing in it
+    is spoken. The one definition: synthesis reads `.text`, word timestamps map back with `.source`."""
+    if diacritize and language != "ar":
+        raise ClientError(f"diacritization is for Arabic text, not language {language!r}")
+    collapsed = _collapse_spaces(text)
+    spoken = collapsed
+    if (normalize or diacritize) and language == "ar":
+        if frontend is None:
+            from ..text.frontend import TextFrontend
+
+            frontend = TextFrontend()
+        st = frontend(collapsed.text, "ar", diacritize=diacritize)
+        src = collapsed.source
+        spoken = Spoken(st.text, tuple((src[a][0], src[b - 1][1]) for a, b in st.char_map))
+    return spoken if spoken.text.strip() else Spoken("", ())
 
 
 class PhrasePlanner:
@@ -42,14 +92,14 @@ class PhrasePlanner:
                 self._frontend = TextFrontend()
             return self._frontend
 
+    def spoken_map(self, text: str, language: str, normalize: bool, diacritize: bool = False) -> Spoken:
+        """`spoken_text` with this engine's frontend (its diacritization model stays loaded)."""
+        frontend = self.frontend() if (normalize or diacritize) and language == "ar" else None
+        return spoken_text(text, language, normalize, diacritize, frontend)
+
     def spoken(self, text: str, language: str, normalize: bool, diacritize: bool = False) -> str:
         """The text as T3 will read it; "" if nothing."""
-        text = " ".join(text.split())
-        if diacritize and language != "ar":
-            raise ClientError(f"diacritization is for Arabic text, not language {language!r}")
-        if (normalize or diacritize) and language == "ar":
-            text = self.frontend()(text, "ar", diacritize=diacritize).text
-        return text if text.strip() else ""
+        return self.spoken_map(text, language, normalize, diacritize).text
 
     def ids(self, spoken: str, language: str) -> torch.Tensor:
         if not spoken.endswith(ENDINGS):

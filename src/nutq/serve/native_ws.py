@@ -41,7 +41,7 @@ from .errors import ApiError, api_error_from
 from .formats import ENGINE_SAMPLE_RATE, OutputFormat, parse_format
 from .native_protocol import (CLIENT_MESSAGES, AudioMessage, ClientMessage, ConfigMessage, DoneMessage, ErrorMessage,
                               FlushedMessage, SpeakSettings, Timings, TimestampsMessage, WordTiming, pack_audio_frame)
-from .timestamps import Spoken, WordTimer, phrase_words, spoken_text
+from .timestamps import Spoken, WordTimer, phrase_words
 from .ws_util import SlowConsumer, WsReceiver, authenticate_ws
 
 __all__ = ["native_router", "MAX_CONTEXTS"]
@@ -311,7 +311,8 @@ class _Connection:
     async def _say(self, c: _Context, phrase: _Phrase) -> None:
         s = c.settings
         language = s.language or self.ctx.config.default_language
-        spoken = await asyncio.to_thread(spoken_text, phrase.text, language, s.normalize)
+        spoken = await asyncio.to_thread(self.ctx.engine.planner.spoken_map, phrase.text, language, s.normalize,
+                                         s.diacritize)
         if not spoken.text:
             return  # punctuation or space only: nothing to say (the engine would refuse it)
         params = SamplingParams(cfg_weight=s.cfg_weight, temperature=s.temperature,
