@@ -46,8 +46,9 @@ from pathlib import Path
 from websockets.sync.client import connect
 
 from nutq.bench.concurrency import SENTENCES  # the same sentences as the concurrency benchmark
+from nutq.rates import SAMPLE_RATE
 
-BYTES_PER_SECOND = 24_000 * 2  # pcm s16le mono at 24 kHz
+BYTES_PER_SECOND = SAMPLE_RATE * 2  # pcm s16le mono at 24 kHz
 SETTLE_S = 1.0  # after a round, before reading RSS: the workers and sockets wind down
 
 

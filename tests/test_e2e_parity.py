@@ -45,7 +45,7 @@ def synthesize_forced(tts: TTS, tokens: list[int], meta: dict, monkeypatch) -> n
         params = replace(params, max_new_tokens=len(tokens))
         return generate.generate_speech_tokens(t3, cond, text_ids, params, **kw, forced_tokens=tokens)
 
-    monkeypatch.setattr("nutq.tts.generate_speech_tokens", forced)
+    monkeypatch.setattr("nutq.engine.engine.generate_speech_tokens", forced)
     wav = tts.synthesize(meta["text"], "ar", seed=meta["rng_seed"], exaggeration=meta["exaggeration"],
                          normalize=False, watermark=False)
     return wav, seen["text_ids"]

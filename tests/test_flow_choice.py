@@ -24,6 +24,8 @@ from nutq.errors import CheckpointError
 from nutq.models.s3gen.cfm import EulerCFG, MeanFlowEuler
 from nutq.tts import TTS
 
+from tests.oracle import plain_stream
+
 P = SamplingParams(max_new_tokens=20, ignore_eos=True)
 
 
@@ -149,8 +151,8 @@ def test_voices_are_keyed_to_their_decoder(cfm, meanflow, tiny_checkpoint, tmp_p
 def test_meanflow_through_the_scheduler_equals_the_plain_stream(tiny_checkpoint, meanflow):
     text = "مرحبا بكم. هذا نص قصير؟"
     params = SamplingParams(max_new_tokens=16)
-    plain = list(meanflow.stream(text, params=params, seed=3))
-    batched = TTS.from_local(tiny_checkpoint, flow="meanflow", scheduler=True, max_sessions=2)
+    plain = list(plain_stream(meanflow, text, params=params, seed=3))
+    batched = TTS.from_local(tiny_checkpoint, flow="meanflow", max_sessions=2)
     try:
         got = list(batched.stream(text, params=params, seed=3))
     finally:

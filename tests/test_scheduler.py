@@ -17,7 +17,10 @@ from nutq.engine.sampling import SamplingParams
 from nutq.engine.scheduler import LoopStep, Scheduler, SchedulerBusy, SchedulerClosed
 from nutq.engine.session import Session
 from nutq.engine.voice import Voice
+from nutq.errors import EngineError
 from nutq.tts import TTS
+
+from tests.oracle import plain_stream
 
 TEXTS = ("مرحبا بكم في نطق", "هذا نص آخر أطول قليلا من الأول", "كيف حالك؟")
 PROMPT_TOKENS = 25  # a 1 s vocoder prompt keeps every flow render fast (the T3 prompt stays whole)
@@ -279,22 +282,22 @@ def test_sessions_must_match_the_scheduler(tts, voice):
     sched, _, pool = scheduler(tts, 1)
     with sched:
         other = KVPool(tts.t3.cfg.llama, 1, CACHE_LEN)
-        with pytest.raises(ValueError, match="pool"):
+        with pytest.raises(EngineError, match="pool"):
             sched.run(make_session(tts, voice, other, 0))
         s = make_session(tts, voice, pool, 0)
         s.guard = replace(s.guard, heads=((1, 0),))
-        with pytest.raises(ValueError, match="heads"):
+        with pytest.raises(EngineError, match="heads"):
             sched.run(s)
 
 
 def test_tts_stream_through_the_scheduler_equals_the_plain_stream(tiny_checkpoint, tts, voice):
     text = "مرحبا بكم. هذا نص قصير؟ نعم."
     params = SamplingParams(max_new_tokens=16)
-    plain = list(tts.stream(text, voice, params=params, seed=3, schedule=SCHEDULE))
-    batched = TTS.from_local(tiny_checkpoint, scheduler=True, max_sessions=2, max_cache_len=CACHE_LEN)
+    plain = list(plain_stream(tts, text, voice, params=params, seed=3, schedule=SCHEDULE))
+    batched = TTS.from_local(tiny_checkpoint, max_sessions=2, max_cache_len=CACHE_LEN)
     try:
         got = list(batched.stream(text, voice, params=params, seed=3, schedule=SCHEDULE))
-        assert batched.start_scheduler().stats().admitted == len(batched.phrases(text))
+        assert batched.scheduler_stats().admitted == len(batched.phrases(text))
     finally:
         batched.close()
     assert [(c.index, c.phrase_index, c.text_position, c.is_final) for c in got] == \

@@ -96,12 +96,10 @@ def test_astream_matches_stream_and_cancels(tts):
 
 
 def test_astream_reraises_errors(tts, monkeypatch):
-    import nutq.engine.session as session_mod
-
     def boom(*a, **k):
         raise RuntimeError("decode failed")
 
-    monkeypatch.setattr(session_mod, "decode_step", boom)
+    monkeypatch.setattr(tts.engine.start(), "step", boom)  # the scheduler's batched forward
 
     async def run():
         return [c async for c in tts.astream("مرحبا بكم في نطق", params=P, seed=0)]

@@ -23,13 +23,13 @@ def tts(tiny_checkpoint):
 
 
 def test_diacritized_phrases_read_the_marked_text(tts):
-    tts._text_frontend = TextFrontend(_diacritizer=fatha_everywhere)
+    tts.planner._frontend = TextFrontend(_diacritizer=fatha_everywhere)
     try:
         plain = tts.phrases("مرحبا بكم", segment=False)[0].ids
         marked = tts.phrases("مرحبا بكم", segment=False, diacritize=True)[0].ids
         by_hand = tts.phrases(fatha_everywhere("مرحبا بكم"), segment=False)[0].ids
     finally:
-        tts._text_frontend = None
+        tts.planner._frontend = None
     assert marked.tolist() == by_hand.tolist() != plain.tolist()
 
 
@@ -43,7 +43,7 @@ def test_missing_diacritizer_is_a_clear_error_not_a_silent_skip(tts, monkeypatch
         raise DiacritizerUnavailable("needs text2tashkeel")
 
     monkeypatch.setattr("nutq.text.frontend.load_diacritizer", unavailable)
-    tts._text_frontend = None
+    tts.planner._frontend = None
     with pytest.raises(DiacritizerUnavailable):
         tts.stream("مرحبا بكم", diacritize=True)
     pytest.importorskip("fastapi")

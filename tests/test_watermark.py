@@ -83,7 +83,7 @@ def test_required_but_missing_is_a_clear_error_before_any_synthesis(perth_missin
     def no_generation(*a, **k):
         raise AssertionError("synthesis started although the required watermark is unavailable")
 
-    monkeypatch.setattr("nutq.tts.generate_speech_tokens", no_generation)
+    monkeypatch.setattr("nutq.engine.engine.generate_speech_tokens", no_generation)
     with pytest.raises(wm.WatermarkUnavailable, match=r'resemble-perth is not installed.*nutq\[watermark\].*--no-watermark'):
         tts.synthesize("مرحبا", seed=0, max_new_tokens=4, watermark=True)
     with pytest.raises(wm.WatermarkUnavailable, match="not installed"):

@@ -11,7 +11,8 @@ T3_DTYPES = [*_DTYPES, "int8", "int4"]
 
 def add_dtype_argument(p) -> None:
     p.add_argument("--dtype", choices=T3_DTYPES,
-                   help="T3 weights: a float dtype, or int8/int4 weight-only quantization (default: the file's)")
+                   help="T3 weights: a float dtype, or int8/int4 weight-only quantization (default: bf16 on CUDA, "
+                        "the file's fp32 on CPU)")
 
 
 def add_flow_arguments(p, *, flow_dtype: bool = True) -> None:
@@ -25,7 +26,7 @@ def add_flow_arguments(p, *, flow_dtype: bool = True) -> None:
     p.add_argument("--meanflow-revision",
                    help="Turbo repository revision of the meanflow file when downloading; also $NUTQ_MEANFLOW_REVISION")
     if flow_dtype:
-        p.add_argument("--flow-dtype", choices=_DTYPES, help="S3Gen flow weights dtype (default: fp32)")
+        p.add_argument("--flow-dtype", choices=_DTYPES, help="S3Gen flow weights dtype (default: bf16 on CUDA, fp32 on CPU)")
 
 
 def flow_from_args(args):

@@ -73,6 +73,6 @@ def wait_released(app, timeout: float = 10.0) -> None:
     (the previous test's streams wind down asynchronously); fails after `timeout` seconds."""
     ctx = app.state.ctx
     deadline = time.monotonic() + timeout
-    while ctx.limiter.active or ctx.tts.pool.in_use or ctx.live:
+    while ctx.limiter.active or ctx.engine.pool.in_use or ctx.live:
         assert time.monotonic() < deadline, "a stream's admission, KV slot or live entry was not given back"
         time.sleep(0.01)

@@ -59,7 +59,7 @@ def test_the_server_trims_after_a_stream(tiny_checkpoint):
     from nutq.serve.context import ServerContext, StreamOptions
     from nutq.tts import TTS
 
-    ctx = ServerContext(TTS.from_local(tiny_checkpoint), ServeConfig())
+    ctx = ServerContext(TTS.from_local(tiny_checkpoint).engine, ServeConfig())
     seen = []
     ctx.heap = HeapTrimmer(lambda pad: seen.append(pad) or 1, min_interval_s=0)
 

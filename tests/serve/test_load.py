@@ -25,9 +25,8 @@ STREAMS = 4
 TOKENS = 12
 
 
-@pytest.mark.parametrize("scheduler", [False, True], ids=["thread-per-stream", "scheduler"])
-def test_concurrent_streams_complete_unmixed_and_release_everything(tiny_checkpoint, scheduler):
-    tts = TTS.from_local(tiny_checkpoint, max_sessions=STREAMS, scheduler=scheduler)
+def test_concurrent_streams_complete_unmixed_and_release_everything(tiny_checkpoint):
+    tts = TTS.from_local(tiny_checkpoint, max_sessions=STREAMS)
     app = create_app(tts, ServeConfig(max_streams_per_key=STREAMS))
     ctx = app.state.ctx
     reqs = [request(i, TOKENS) for i in range(STREAMS)]
@@ -49,7 +48,7 @@ def test_concurrent_streams_complete_unmixed_and_release_everything(tiny_checkpo
 def test_64_streams_on_16_slots_all_complete_through_the_scheduler(tiny_checkpoint):
     """The scheduler's loopback acceptance check: 64 streams at once, 16 decoding and 16 queued at a time, the
     rest refused with a retryable error and retried, as a client would, until all are done."""
-    tts = TTS.from_local(tiny_checkpoint, max_sessions=16, scheduler=True)
+    tts = TTS.from_local(tiny_checkpoint, max_sessions=16, max_queue=16)
     app = create_app(tts, ServeConfig(max_streams_per_key=64))
     reqs = [request(i, 4) for i in range(64)]
     with running_server(app) as url:

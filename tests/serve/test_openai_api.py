@@ -52,7 +52,7 @@ def reference_clip() -> bytes:
 
 @pytest.fixture(scope="module")
 def tts(tiny_checkpoint):
-    tts = TTS.from_local(tiny_checkpoint, max_sessions=1)
+    tts = TTS.from_local(tiny_checkpoint, max_sessions=1, max_queue=0)  # one stream at a time: a second gets 429
     tts.voices.add(reference_clip(), "narrator")
     return tts
 

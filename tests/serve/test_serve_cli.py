@@ -54,7 +54,7 @@ def test_max_new_tokens_and_voice_aliases_reach_the_server_config(monkeypatch, c
         raise Stop  # before a server would start
 
     monkeypatch.setattr("nutq.checkpoints.files.resolve", lambda *a, **k: "ckpt")
-    monkeypatch.setattr("nutq.tts.TTS", lambda *a, **k: None)
+    monkeypatch.setattr("nutq.engine.engine.Engine", lambda *a, **k: None)
     monkeypatch.setattr("nutq.serve.logs.configure_logging", lambda *a: None)
     monkeypatch.setattr("nutq.serve.app.create_app", fake_create_app)
     assert build_parser().parse_args(["serve"]).max_new_tokens == ServeConfig().max_new_tokens
@@ -74,7 +74,7 @@ def test_readme_server_example_shows_the_defaults():
     readme = (REPO / "README.md").read_text()
     example = readme[readme.index("nutq serve --model-dir"):].split("```")[0]
     shown = re.findall(r"\[--([a-z-]+) (\d+)\]", example)
-    assert {"max-sessions", "max-new-tokens"} <= {flag for flag, _ in shown}, example
+    assert {"max-queue", "max-new-tokens"} <= {flag for flag, _ in shown}, example
     defaults = vars(build_parser().parse_args(["serve"]))
     for flag, value in shown:
         assert defaults[flag.replace("-", "_")] == int(value), f"README shows --{flag} {value}"
@@ -94,8 +94,8 @@ def test_abuse_limit_flags_reach_the_serve_config():
 
 
 def test_the_per_client_stream_limit_never_exceeds_the_total():
-    # default: half of what decodes at once (KV slots; a scheduler admits twice that, queued)
-    assert ServeConfig().streams_per_key(8, 4) == 2 and ServeConfig().streams_per_key(1, 1) == 1
-    assert ServeConfig().streams_per_key(2, 4) == 1
-    assert ServeConfig(max_streams_per_key=64).streams_per_key(8, 4) == 8
-    assert ServeConfig(max_streams_per_key=2).streams_per_key(8, 4) == 2
+    # default: half of what the server admits (decoding in KV slots plus waiting in the queue)
+    assert ServeConfig().streams_per_key(64) == 32 and ServeConfig().streams_per_key(1) == 1
+    assert ServeConfig().streams_per_key(3) == 1
+    assert ServeConfig(max_streams_per_key=64).streams_per_key(8) == 8
+    assert ServeConfig(max_streams_per_key=2).streams_per_key(8) == 2

@@ -23,7 +23,7 @@ class FakeVoices:
 
 
 def ctx(voices=("default", "narrator", "ash"), **aliases):
-    return SimpleNamespace(config=ServeConfig(voice_aliases=aliases), tts=SimpleNamespace(voices=FakeVoices(voices)))
+    return SimpleNamespace(config=ServeConfig(voice_aliases=aliases), engine=SimpleNamespace(voices=FakeVoices(voices)))
 
 
 def resolve(c, name, protocol="openai"):
@@ -52,7 +52,7 @@ def test_names_of_another_vendor_or_typos_are_unknown(name, protocol):
 
 def test_alias_of_a_removed_voice_says_which_alias_broke():
     c = ctx(alloy="narrator")
-    c.tts.voices.ids.discard("narrator")
+    c.engine.voices.ids.discard("narrator")
     with pytest.raises(UnknownVoiceError, match="'alloy' is an alias of voice 'narrator', which no longer exists"):
         resolve(c, "alloy")
 

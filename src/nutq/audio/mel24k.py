@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..rates import SAMPLE_RATE
+
 from .melbank import mel_filterbank
 
 __all__ = ["SAMPLE_RATE", "N_FFT", "HOP", "N_MELS", "FMIN", "FMAX", "mel_basis_24k", "mel_spectrogram_24k",
            "MelSpectrogram24k"]
 
-SAMPLE_RATE = 24000
 N_FFT = 1920
 HOP = 480
 N_MELS = 80

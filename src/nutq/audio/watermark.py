@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import NutqError
+from ..errors import NutqError, UnavailableError
 
 __all__ = ["WatermarkUnavailable", "Watermarker", "available", "default_watermarker", "watermarker_for"]
 
@@ -41,11 +41,11 @@ DISTRIBUTION = "resemble-perth"
 CHECKPOINT_DIR = "perth/perth_net/pretrained/implicit"  # inside the wheel: hparams.yaml, perth_net_<step>.pth.tar
 
 
-class WatermarkUnavailable(NutqError, RuntimeError):
+class WatermarkUnavailable(UnavailableError):
     """A watermark was asked for but resemble-perth's weights are not installed or not usable."""
 
 
-class _Broken(Exception):
+class _Broken(NutqError):
     """resemble-perth is installed but its checkpoint cannot be used (the message says why)."""
 
 

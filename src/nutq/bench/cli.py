@@ -50,8 +50,6 @@ def add_parser(sub) -> None:
     p.add_argument("--arrival", choices=["together", "staggered", "both"], default="together")
     p.add_argument("--stagger", type=float, default=0.25, help="seconds between staggered arrivals")
     p.add_argument("--sequential", action="store_true", help="also serve the same requests one at a time")
-    p.add_argument("--no-scheduler", action="store_true",
-                   help="concurrent streams each step alone in their own thread instead of batched")
     p.add_argument("--plot", type=Path, help="with --concurrency: write a PNG of TTFA and RTF against N")
     p.add_argument("--json", type=Path, help="also write this run's results here")
     p.add_argument("--history-file", type=Path, default=HISTORY)
@@ -171,7 +169,7 @@ def run_concurrency(args, model_dir) -> int:
     ns = _counts(args.concurrency)
     arrivals = ["together", "staggered"] if args.arrival == "both" else [args.arrival]
     tts = TTS.from_local(model_dir, device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype,
-                         flow=flow_from_args(args), max_sessions=max(ns), scheduler=not args.no_scheduler)
+                         flow=flow_from_args(args), max_sessions=max(ns))
     params = SamplingParams(max_new_tokens=args.tokens, ignore_eos=True) if args.tokens else SamplingParams()
     rounds = []
     try:
@@ -182,8 +180,7 @@ def run_concurrency(args, model_dir) -> int:
                 modes = (False, True) if args.sequential else (False,)
                 for sequential in modes:
                     r = run_round(tts, n, arrival=arrival, stagger_s=args.stagger, params=params, seed=args.seed,
-                                  sequential=sequential,
-                                  label="thread-per-stream" if args.no_scheduler else "scheduler")
+                                  sequential=sequential, label="scheduler")
                     rounds.append(r)
                     print(f"N={n:3d} {arrival:9} {r['mode']:17} TTFA p50 {r.get('ttfa_p50_ms', 0):8.0f} ms "
                           f"p95 {r.get('ttfa_p95_ms', 0):8.0f} ms  RTF {r.get('rtf_median', 0):5.2f}  "
@@ -195,7 +192,7 @@ def run_concurrency(args, model_dir) -> int:
     result = {"when": dt.datetime.now().isoformat(timespec="seconds"), "device": args.device,
               "dtype": args.dtype or "file", "flow_dtype": args.flow_dtype or "fp32", "flow": tts.flow.label,
               "tokens": args.tokens,
-              "scheduler": not args.no_scheduler, "threads": torch.get_num_threads(), "machine": platform.machine(),
+              "scheduler": True, "threads": torch.get_num_threads(), "machine": platform.machine(),
               "model_dir": str(model_dir), "rounds": rounds}
     if args.plot and not plot(rounds, args.plot):
         print("matplotlib is not installed: no plot (pip install 'nutq[bench]')")

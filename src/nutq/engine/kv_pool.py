@@ -12,6 +12,7 @@ import threading
 
 import torch
 
+from ..errors import BusyError
 from ..models.llama import KVCache, KVView, LlamaConfig
 
 __all__ = ["KVPool", "KVSlot", "PoolExhausted", "ROWS_PER_SESSION"]
@@ -19,7 +20,7 @@ __all__ = ["KVPool", "KVSlot", "PoolExhausted", "ROWS_PER_SESSION"]
 ROWS_PER_SESSION = 2  # CFG: conditional and unconditional rows
 
 
-class PoolExhausted(RuntimeError):
+class PoolExhausted(BusyError):
     """Every slot is leased; the caller should queue or retry later."""
 
 

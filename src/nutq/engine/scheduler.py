@@ -21,12 +21,12 @@ that step fails; the engine itself keeps serving the others.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from queue import SimpleQueue
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,9 @@ import torch.nn.functional as F
 from ..models.s3gen.model import S3Gen
 from ..models.t3 import T3
 from .alignment import OFFICIAL
+from ..errors import BusyError, EngineError
 from .batched_step import BatchedStep
+from .chunk_queue import MAX_UNREAD_CHUNKS, ChunkQueue, LoopChunkQueue
 from .decode import decode_step
 from .kv_pool import ROWS_PER_SESSION, KVPool, PoolExhausted
 from .session import Session, SessionChunk
@@ -43,14 +45,13 @@ from .vocoder_worker import END, VocoderTask, VocoderWorker
 __all__ = ["Scheduler", "SchedulerBusy", "SchedulerClosed", "SchedulerStats", "LoopStep"]
 
 Probes = tuple[tuple[int, int], ...]
-MAX_UNREAD_CHUNKS = 4  # chunks a session may have ready for its consumer before it stops decoding
 
 
 class SchedulerBusy(PoolExhausted):
     """Every KV slot is leased and the waiting line is full: retry later (HTTP 429)."""
 
 
-class SchedulerClosed(RuntimeError):
+class SchedulerClosed(EngineError):
     """The scheduler was closed before this session finished."""
 
 
@@ -110,11 +111,12 @@ class LoopStep:
 class _Job:
     """A submitted session and what the engine knows about it."""
 
-    def __init__(self, session: Session, t_submit: float, continuation: bool = False):
+    def __init__(self, session: Session, t_submit: float, continuation: bool = False,
+                 out: ChunkQueue | LoopChunkQueue | None = None):
         self.session = session
         self.t_submit = t_submit
         self.continuation = continuation
-        self.out: SimpleQueue = SimpleQueue()  # SessionChunk, exception, or END
+        self.out = out if out is not None else ChunkQueue()  # SessionChunk, exception, or END
         self.vocoding: VocoderTask | None = None  # made at admission
         self.abandoned = False  # the consumer closed its iterator
         self.released = threading.Event()  # the engine is done with it: slot back, or never leased
@@ -127,10 +129,13 @@ class _Job:
 
 
 class _Chunks:
-    """A session's chunks, read from its queue; `close()` when leaving early (any thread)."""
+    """A session's chunks, read from its queue: iterate from a thread (`ChunkQueue`) or `async
+    for` on the loop of a `LoopChunkQueue`. `close()` / `await aclose()` when leaving early."""
 
     def __init__(self, job: _Job, cv: threading.Condition):
         self._job, self._cv, self._done = job, cv, False
+        if isinstance(job.out, LoopChunkQueue):
+            job.out.on_loop_closed = self._abandon
 
     def __iter__(self) -> "_Chunks":
         return self
@@ -138,24 +143,43 @@ class _Chunks:
     def __next__(self) -> SessionChunk:
         if self._done:
             raise StopIteration
-        item = self._job.out.get()
+        return self._item(self._job.out.get(), StopIteration)
+
+    def __aiter__(self) -> "_Chunks":
+        return self
+
+    async def __anext__(self) -> SessionChunk:
+        if self._done:
+            raise StopAsyncIteration
+        return self._item(await self._job.out.aget(), StopAsyncIteration)
+
+    def _item(self, item, stop: type[Exception]) -> SessionChunk:
         if item is END or isinstance(item, BaseException):
             self._done = True
             if item is END:
-                raise StopIteration
+                raise stop
             raise item
         return item
 
-    def close(self) -> None:
+    def _abandon(self) -> None:
         self._done = True
         job = self._job
         if job.vocoding is not None:
             job.vocoding.stopped = True  # nobody will read what is left
-        if not job.released.is_set():  # wait until the engine has let go of the session's slot
+        if not job.released.is_set():
             with self._cv:
                 job.abandoned = True
                 self._cv.notify()
-            job.released.wait()
+
+    def close(self) -> None:
+        """Leave now; returns once the engine has let go of the session's slot."""
+        self._abandon()
+        self._job.released.wait()
+
+    async def aclose(self) -> None:
+        self._abandon()
+        if not self._job.released.is_set():  # the next step boundary: wait off the event loop
+            await asyncio.to_thread(self._job.released.wait)
 
 
 class Scheduler:
@@ -198,18 +222,20 @@ class Scheduler:
 
     # ------------------------------------------------------------------ public
 
-    def run(self, session: Session, continuation: bool = False) -> "_Chunks":
-        """Queue `session` now (SchedulerBusy / SchedulerClosed / ValueError are raised here) and
-        return an iterator over its chunks as they are ready. Its `close()` removes the session at
-        the next step boundary and returns once the slot is free.
+    def run(self, session: Session, continuation: bool = False,
+            out: ChunkQueue | LoopChunkQueue | None = None) -> "_Chunks":
+        """Queue `session` now (SchedulerBusy / SchedulerClosed / EngineError are raised here) and
+        return an iterator over its chunks as they are ready (`out`: where the vocoder thread puts
+        them; default a `ChunkQueue` read by the iterating thread). Its `close()` removes the
+        session at the next step boundary and returns once the slot is free.
 
         `continuation`: the next phrase of a stream already playing. It waits ahead of new requests
         (behind earlier continuations) and is never refused for a full queue: its stream was
         admitted already, and refusing it would cut the audio mid-utterance."""
         if session.pool is not self.pool:
-            raise ValueError("the session's KV slot must come from the scheduler's pool")
+            raise EngineError("the session's KV slot must come from the scheduler's pool")
         if session.probes and session.probes != self.probes:
-            raise ValueError(f"the session's guard reads heads {session.probes}, this scheduler's step "
+            raise EngineError(f"the session's guard reads heads {session.probes}, this scheduler's step "
                              f"computes {self.probes}")
         with self._cv:
             if self._closed:
@@ -219,7 +245,7 @@ class Scheduler:
                 self._counts["rejected"] += 1
                 raise SchedulerBusy(f"all {self.pool.slots} sessions are busy and {len(self._waiting) - free} "
                                     f"wait already (limit {self.max_queue})")
-            job = _Job(session, time.perf_counter(), continuation)
+            job = _Job(session, time.perf_counter(), continuation, out)
             if continuation:
                 at = next((i for i, j in enumerate(self._waiting) if not j.continuation), len(self._waiting))
                 self._waiting.insert(at, job)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import ClientError
 from ..models.s3gen.cfm import Solver
 from ..models.s3gen.model import S3Gen
 from ..models.t3 import T3
@@ -52,7 +53,7 @@ def resolve_guard(guard: GuardConfig | str | None) -> GuardConfig | None:
     try:
         return PROFILES[guard]
     except KeyError:
-        raise ValueError(f"unknown alignment guard profile {guard!r}; choose from {sorted(PROFILES)}") from None
+        raise ClientError(f"unknown alignment guard profile {guard!r}; choose from {sorted(PROFILES)}") from None
 
 
 @dataclass

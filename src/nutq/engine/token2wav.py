@@ -49,21 +49,22 @@ from dataclasses import dataclass
 import torch
 
 from ..audio.fade import trim_fade_curve
+from ..errors import EngineError
 from ..models.s3gen.cfm import Solver
 from ..models.s3gen.model import RefDict, S3Gen
 from ..models.s3gen.source import draw_source_randomness
+from ..rates import FRAMES_PER_TOKEN
 from .chunking import ChunkSchedule, SeamConfig
 
 __all__ = ["ChunkSchedule", "SeamConfig", "ChunkTiming", "FlowRequest", "SessionSource", "StreamingToWav",
            "Token2WavError", "flow_mel", "flow_mels", "stream_clock", "SAMPLES_PER_FRAME", "SAMPLES_PER_TOKEN"]
 
 SAMPLES_PER_FRAME = 480  # 24 kHz / 50 mel frames per second
-FRAMES_PER_TOKEN = 2  # 25 tokens/s -> 50 mel frames/s
 SAMPLES_PER_TOKEN = SAMPLES_PER_FRAME * FRAMES_PER_TOKEN
 NOISE_BLOCK = 10 * SAMPLES_PER_TOKEN  # source noise is drawn in blocks of 0.4 s, each from its own seed
 
 
-class Token2WavError(ValueError):
+class Token2WavError(EngineError, ValueError):
     """Misuse of a streaming token2wav session (bad ids, too many tokens, use after flush)."""
 
 

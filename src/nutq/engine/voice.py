@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from ..audio.resample import resample
+from ..errors import ClientError
 from ..models.s3gen.model import S3GEN_SR, S3_SR, RefDict
+from ..rates import SAMPLES_PER_TOKEN
 
 __all__ = ["Voice", "VoiceError", "load_audio", "load_conds", "save_conds"]
 
@@ -20,7 +22,7 @@ T3_PROMPT_SECONDS = 6  # T3 prompt: 150 tokens
 S3GEN_PROMPT_SECONDS = 10  # S3Gen prompt: 250 tokens / 500 mel frames
 
 
-class VoiceError(ValueError):
+class VoiceError(ClientError):
     """A reference clip that cannot make a voice (unreadable, too short, silent, too large)."""
 
 
@@ -81,7 +83,7 @@ def prepare_voice(tts_models, src, sr: int | None = None, exaggeration: float = 
     # Deviation from the official: the S3Gen prompt is cut to whole 40 ms tokens (960 samples).
     # Otherwise an odd number of prompt mel frames makes every output one frame short of
     # 2 x tokens, breaking the 960-samples-per-token contract streaming relies on.
-    n24 = min(len(ref24), S3GEN_PROMPT_SECONDS * S3GEN_SR) // 960 * 960
+    n24 = min(len(ref24), S3GEN_PROMPT_SECONDS * S3GEN_SR) // SAMPLES_PER_TOKEN * SAMPLES_PER_TOKEN
     gen = s3gen.embed_ref(torch.from_numpy(np.ascontiguousarray(ref24[:n24])))
     tokens, _ = s3gen.tokenizer.tokenize(torch.from_numpy(ref16[: T3_PROMPT_SECONDS * S3_SR]).reshape(1, -1),
                                          max_len=t3_prompt_len)

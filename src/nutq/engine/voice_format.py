@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..models.s3gen.model import RefDict
+from ..rates import TOKEN_RATE
 from .voice import S3GEN_PROMPT_SECONDS, T3_PROMPT_SECONDS, Voice, VoiceError
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
 
 FORMAT = "nutq-voice"
 FORMAT_VERSION = 1
-TOKEN_RATE = 25  # S3 speech tokens per second
 CODEBOOK_SIZE = 6561  # S3 tokenizer codes (3^8); prompt tokens index this table
 MAX_T3_PROMPT = T3_PROMPT_SECONDS * TOKEN_RATE  # 150
 MAX_GEN_PROMPT = S3GEN_PROMPT_SECONDS * TOKEN_RATE  # 250

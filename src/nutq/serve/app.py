@@ -23,7 +23,10 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Response
 from starlette.requests import HTTPConnection
 
+from ..engine.engine import Engine
+from ..engine.request import SynthesisRequest
 from ..engine.sampling import SamplingParams
+from ..tts import TTS
 from .auth import Authenticator
 from .body_limits import BodyGuard, BodyLimit
 from .config import ServeConfig
@@ -46,12 +49,13 @@ _WARMUP_TEXT = "مرحبا بكم."
 
 async def _warm_up(ctx: ServerContext) -> None:
     """One short synthesis: allocates the KV pool and runs every model once."""
-    tts, state = ctx.tts, ctx.readiness
-    if tts.default_voice is None:
+    engine, state = ctx.engine, ctx.readiness
+    if engine.default_voice is None:
         log.info("no built-in voice in this checkpoint: skipping warmup synthesis")
     else:
-        stream = tts.stream(_WARMUP_TEXT, language="ar", params=SamplingParams(max_new_tokens=ctx.config.warmup_tokens),
-                            seed=0)
+        params = SamplingParams(max_new_tokens=ctx.config.warmup_tokens)
+        stream = await asyncio.to_thread(engine.stream, SynthesisRequest(_WARMUP_TEXT, language="ar", params=params,
+                                                                         seed=0))
         try:
             await asyncio.to_thread(lambda: sum(1 for _ in stream))
         except Exception as e:  # noqa: BLE001 - reported on /readyz instead of crashing the server
@@ -63,9 +67,9 @@ async def _warm_up(ctx: ServerContext) -> None:
     state.ready, state.reason = True, "ready"
 
 
-def create_app(tts, config: ServeConfig = ServeConfig()) -> FastAPI:
-    """An app serving `tts` (a loaded `nutq.TTS`) under `config`."""
-    ctx = ServerContext(tts, config)
+def create_app(engine: Engine | TTS, config: ServeConfig = ServeConfig()) -> FastAPI:
+    """An app serving `engine` (a loaded `Engine`, or the `TTS` facade over one) under `config`."""
+    ctx = ServerContext(engine.engine if isinstance(engine, TTS) else engine, config)
     auth = Authenticator(config.api_keys)
 
     @asynccontextmanager

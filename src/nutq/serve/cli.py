@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from ..cli_args import add_dtype_argument, add_flow_arguments, flow_from_args
+from ..engine.config import CPU_SESSIONS, DEFAULT_QUEUE
 from .config import ServeConfig  # a plain dataclass: cheap enough for `nutq --help`
 
 _DEFAULTS = ServeConfig()  # one source for the defaults shown and used
@@ -20,10 +21,12 @@ def add_parser(sub) -> None:
     p.add_argument("--revision", help="model repository revision when downloading")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-sessions", type=int, default=4, help="concurrent streams; more get 429")
-    p.add_argument("--no-scheduler", action="store_true",
-                   help="step each stream alone in its own thread instead of batching all streams' steps")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-sessions", type=int, default=None,
+                   help=f"streams decoded at once (KV slots; default: {CPU_SESSIONS} on CPU, sized from free GPU "
+                        "memory on CUDA)")
+    p.add_argument("--max-queue", type=int, default=DEFAULT_QUEUE,
+                   help="streams that may wait for a slot beyond those; more get a retryable 429")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     add_dtype_argument(p)
     add_flow_arguments(p)
     p.add_argument("--voice-store", help="where registered voices persist: a directory (this server's own), or "
@@ -88,7 +91,7 @@ def _serve(args) -> int:
 
     from .drain import SHUTDOWN_GRACE_S, DrainingServer
 
-    app, tts, config = build(args)
+    app, engine, config = build(args)
     # ws_max_size twice the app's limit: a message a little over the limit gets the protocol's
     # in-band `message_too_large` error before the close; uvicorn still bounds what it buffers.
     # log_config=None: uvicorn's records go through the handler configured above; access_log off:
@@ -99,21 +102,23 @@ def _serve(args) -> int:
     try:
         server.run()
     finally:
-        tts.close()
+        engine.close()
     return 0
 
 
 def build(args):
-    """(app, tts, config) from parsed `nutq serve` arguments, logging configured: what `nutq serve`
+    """(app, engine, config) from parsed `nutq serve` arguments, logging configured: what `nutq serve`
     runs under uvicorn, and a Ray Serve replica (`serve.ray_app`) under Ray's proxy."""
     from ..checkpoints.files import resolve
-    from ..tts import TTS
+    from ..engine.config import EngineConfig
+    from ..engine.engine import Engine
     from .app import create_app
     from .logs import configure_logging
     from .voice_names import parse_aliases
 
-    if args.max_sessions < 1:
-        raise ValueError(f"--max-sessions must be >= 1, got {args.max_sessions}")
+    engine_config = EngineConfig(device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype,
+                                 flow=flow_from_args(args), max_sessions=args.max_sessions, max_queue=args.max_queue,
+                                 voice_store=args.voice_store)  # checked before anything loads
     env_keys = [k.strip() for k in os.environ.get("NUTQ_API_KEYS", "").split(",") if k.strip()]
     config = ServeConfig(api_keys=tuple(args.api_key + env_keys), max_input_chars=args.max_input_chars,
                          default_language=args.language, warmup=not args.no_warmup,
@@ -122,12 +127,11 @@ def build(args):
                          metrics_public=not args.private_metrics, max_new_tokens=args.max_new_tokens,
                          voice_aliases=parse_aliases(args.voice_alias), **_abuse_limits(args))
     configure_logging(args.log_format, args.log_level.upper())
-    flow = flow_from_args(args)
-    files = resolve(args.model_dir, revision=args.revision, flow=flow.kind, meanflow_revision=args.meanflow_revision)
-    tts = TTS(files, device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype, flow=flow,
-              max_sessions=args.max_sessions, voice_store=args.voice_store, scheduler=not args.no_scheduler)
-    app = create_app(tts, config)
+    files = resolve(args.model_dir, revision=args.revision, flow=engine_config.flow.kind,
+                    meanflow_revision=args.meanflow_revision)
+    engine = Engine(files, engine_config)
+    app = create_app(engine, config)
     if not args.no_demo:
         from .demo import install_demo
         install_demo(app)
-    return app, tts, config
+    return app, engine, config

@@ -19,10 +19,11 @@ class ServeConfig:
     warmup: synthesize a few tokens at startup so the first request does not pay for lazy
         allocations; /readyz answers 503 until it is done.
     retry_after_s: the Retry-After hint sent with 429/503 (busy, draining).
-    max_streams: concurrent syntheses in total (None: as many as the engine has KV slots).
+    max_streams: concurrent syntheses in total (None: the engine's capacity, its KV slots plus
+        its scheduler's queue: 4 + 60 = 64 on CPU by default); beyond it, 429 with Retry-After.
     max_streams_per_key: concurrent syntheses per API key (or per client address without keys);
-        None: half of the KV slots (at least 1), so that one client cannot take every slot. Never
-        more than the total.
+        None: half of the total (at least 1), so that one client cannot take every admission.
+        Never more than the total.
     max_messages_per_s: sustained WebSocket messages per second per connection (burst: twice that).
     idle_timeout_s: a WebSocket with no message and nothing being spoken for this long is closed.
     max_frame_bytes: largest WebSocket message accepted (uvicorn's ws_max_size).
@@ -102,10 +103,10 @@ class ServeConfig:
         if self.min_voice_sample_rate > self.max_voice_sample_rate:
             raise ValueError("min_voice_sample_rate must be <= max_voice_sample_rate")
 
-    def streams_per_key(self, total: int, slots: int) -> int:
-        """The per-client stream limit for a server admitting `total` streams onto `slots` KV slots
-        (fewer than `total` when a scheduler queues streams beyond them): by default half of what
-        can decode at once, so that one client never holds every slot."""
+    def streams_per_key(self, total: int) -> int:
+        """The per-client stream limit for a server admitting `total` streams (decoding in KV slots
+        plus waiting in the scheduler's queue): by default half of them, so that one client never
+        holds every admission (a stream beyond the slots waits its turn, first come first served)."""
         if self.max_streams_per_key is None:
-            return max(1, min(total, slots) // 2)
+            return max(1, total // 2)
         return min(self.max_streams_per_key, total)

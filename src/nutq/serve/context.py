@@ -16,7 +16,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from ..engine.sampling import SamplingParams
+from dataclasses import replace
+
+from ..engine.engine import Engine
+from ..engine.request import SynthesisRequest
 from ..engine.stream import AsyncSpeechStream, AudioChunk
 from .config import ServeConfig
 from .errors import ApiError, api_error_from
@@ -32,19 +35,7 @@ RECENT_LATENCIES = 1000  # streams in ServerContext.recent_latencies
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class StreamOptions:
-    """What a protocol asks of one synthesis (after validating its own request shape)."""
-
-    text: str
-    voice: str = "default"
-    language: str | None = None  # None: ServeConfig.default_language
-    params: SamplingParams = SamplingParams()
-    seed: int | None = None
-    exaggeration: float | None = None
-    normalize: bool = True
-    segment: bool = True
-    diacritize: bool = False
+StreamOptions = SynthesisRequest  # what a protocol asks of one synthesis; `voice` is a voice id there
 
 
 @dataclass
@@ -55,17 +46,21 @@ class _Readiness:
 
 @dataclass
 class ServerContext:
-    tts: object  # nutq.TTS
+    engine: Engine
     config: ServeConfig
     metrics: Metrics = field(default_factory=Metrics)
     readiness: _Readiness = field(default_factory=_Readiness)
     draining: bool = False
 
     def __post_init__(self):
-        check_aliases(self.config.voice_aliases, (v.id for v in self.tts.voices.list()))
-        total = self.config.max_streams or self.tts.stream_capacity
-        self.metrics.watch_engine(self.tts.scheduler_stats)
-        per_key = self.config.streams_per_key(total, self.tts.pool.slots)
+        from ..tts import TTS
+
+        if isinstance(self.engine, TTS):  # the library facade: serve the engine it wraps
+            self.engine = self.engine.engine
+        check_aliases(self.config.voice_aliases, (v.id for v in self.engine.voices.list()))
+        total = self.config.max_streams or self.engine.capacity
+        self.metrics.watch_engine(self.engine.stats)
+        per_key = self.config.streams_per_key(total)
         self.limiter = StreamLimiter(total, per_key, self.config.retry_after_s)
         self.live: set[LiveStream] = set()
         self.heap = HeapTrimmer.for_this_process()
@@ -97,11 +92,9 @@ class ServerContext:
             self.metrics.error(e)
             raise
         try:
-            voice = await asyncio.to_thread(self.tts.voices.get, opts.voice)
-            stream = await asyncio.to_thread(
-                self.tts.stream, opts.text, voice, opts.language or self.config.default_language,
-                params=opts.params, seed=opts.seed, exaggeration=opts.exaggeration, normalize=opts.normalize,
-                segment=opts.segment, diacritize=opts.diacritize)
+            voice = await asyncio.to_thread(self.engine.voices.get, opts.voice if opts.voice is not None else "default")
+            request = replace(opts, voice=voice, language=opts.language or self.config.default_language)
+            stream = await asyncio.to_thread(self.engine.stream, request)
             inner = AsyncSpeechStream(stream, max_ahead=self.config.stream_buffer_chunks)
         except BaseException as e:
             lease.release()

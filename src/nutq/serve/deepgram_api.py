@@ -315,7 +315,7 @@ def deepgram_router(ctx: ServerContext) -> APIRouter:
             await warn(err)
             await close_ws(ws, ws_close_code(err), err.message)
             return
-        model_id = await asyncio.to_thread(lambda: ctx.tts.model_id)  # hashes checkpoint files the first time
+        model_id = await asyncio.to_thread(lambda: ctx.engine.model_id)  # hashes checkpoint files the first time
         await ws.send_text(json.dumps({
             "type": "Metadata", "request_id": request_id, "model_name": query.model or voice,
             "model_version": __version__, "model_uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"nutq:{model_id}")),

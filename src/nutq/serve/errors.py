@@ -16,12 +16,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..engine.kv_pool import PoolExhausted
-from ..engine.voice import VoiceError
+from ..errors import BusyError, ClientError, NutqError, UnavailableError
 from ..engine.voice_cache import UnknownVoiceError
 from ..engine.voice_store_redis import VoiceStoreUnavailable
 from ..text.diacritize import DiacritizerUnavailable
 from .formats import UnsupportedFormat
+from .logs import current_request_id
 
 __all__ = ["ApiError", "api_error_from", "install_error_handlers", "ws_close_code"]
 
@@ -35,7 +35,7 @@ _TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "inva
 MAX_MESSAGE_CHARS = 300
 
 
-class ApiError(Exception):
+class ApiError(NutqError):
     """An error answered to the client as-is."""
 
     def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
@@ -73,7 +73,9 @@ def ws_close_code(err: ApiError) -> int:
 
 
 def api_error_from(e: Exception, retry_after_s: int = 1) -> ApiError:
-    """The client-facing form of an exception raised while starting synthesis."""
+    """The client-facing form of an exception raised while starting or running synthesis: nutq's
+    client errors keep their message (400, 404, 429); anything else is our fault, logged with the
+    request id (the log records carry it) and answered as a bare 500."""
     if isinstance(e, ApiError):
         return e
     if isinstance(e, UnknownVoiceError):
@@ -82,18 +84,22 @@ def api_error_from(e: Exception, retry_after_s: int = 1) -> ApiError:
         log.warning("%s", e)
         return ApiError(503, "the voice store is unavailable; retry shortly", code="voice_store_unavailable",
                         headers={"Retry-After": str(retry_after_s)})
-    if isinstance(e, PoolExhausted):
+    if isinstance(e, BusyError):
         return ApiError(429, f"server busy: {e}; retry shortly", code="server_busy",
                         headers={"Retry-After": str(retry_after_s)})
     if isinstance(e, DiacritizerUnavailable):
         return ApiError(400, f"diacritization is not available on this server: {e}", code="unsupported_option",
                         param="diacritize")
+    if isinstance(e, UnavailableError):
+        return ApiError(400, f"not available on this server: {e}", code="unsupported_option")
     if isinstance(e, UnsupportedFormat):
         return ApiError(400, str(e), code="unsupported_format", param="response_format")
-    if isinstance(e, (VoiceError, ValueError)):  # bad text, language or voice options
+    if isinstance(e, ClientError):  # bad text, language or voice options
         return ApiError(400, str(e), code="invalid_value")
-    log.exception("unexpected error", exc_info=e)
-    return ApiError(500, "internal error", code="internal_error")
+    rid = current_request_id()
+    log.error("unexpected error in request %s: %s: %s", rid, type(e).__name__, e, exc_info=e,
+              extra={"request_id": rid})
+    return ApiError(500, f"internal error (request {rid})" if rid else "internal error", code="internal_error")
 
 
 def _validation_error(exc: RequestValidationError) -> ApiError:

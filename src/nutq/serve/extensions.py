@@ -33,6 +33,8 @@ class SynthesisExtensions(BaseModel):
     temperature: float | None = Field(None, gt=0.0, le=5.0)
     cfg_weight: float | None = Field(None, ge=0.0, le=2.0)
     exaggeration: float | None = Field(None, ge=0.0, le=2.0, description="emotion intensity; None keeps the voice's")
+    normalize: bool = Field(True, description="run the Arabic text frontend (numbers, abbreviations, ...)")
+    diacritize: bool = Field(False, description="add harakat to Arabic first (server needs the tashkeel extra)")
 
     def stream_options(self, text: str, voice: str, language: str | None, max_new_tokens: int) -> StreamOptions:
         """`max_new_tokens`: the server's cap, used when the request sets none (open_stream
@@ -42,7 +44,8 @@ class SynthesisExtensions(BaseModel):
             params = replace(params, temperature=self.temperature)
         if self.cfg_weight is not None:
             params = replace(params, cfg_weight=self.cfg_weight)
-        return StreamOptions(text, voice, language, params, self.seed, self.exaggeration)
+        return StreamOptions(text, voice, language, params, self.seed, self.exaggeration, self.normalize,
+                             diacritize=self.diacritize)
 
 
 def validate(model: type[M], data: object, *, strict: bool = False) -> M:

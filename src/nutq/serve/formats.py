@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import NutqError
+from ..rates import SAMPLE_RATE
 
 __all__ = [
     "ENGINE_SAMPLE_RATE",
@@ -30,7 +31,7 @@ __all__ = [
     "supported_names",
 ]
 
-ENGINE_SAMPLE_RATE = 24_000  # what the vocoder produces; every encoder's input rate
+ENGINE_SAMPLE_RATE = SAMPLE_RATE  # what the vocoder produces; every encoder's input rate
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 PROTOCOLS = ("native", "openai", "deepgram")
 

@@ -68,6 +68,8 @@ class SpeakSettings(_Message):
     max_tokens: int | None = Field(None, ge=1, description="speech-token cap per phrase (25 per second of audio); "
                                                            "null: the server's cap")
     normalize: bool = Field(True, description="run the Arabic text frontend (numbers, abbreviations, ...)")
+    diacritize: bool = Field(False, description="add harakat to Arabic first (server needs the tashkeel extra); "
+                             "word timestamps are not sent for diacritized phrases")
 
 
 class ConfigMessage(SpeakSettings):

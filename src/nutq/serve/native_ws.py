@@ -33,6 +33,7 @@ from starlette.websockets import WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 
 from ..engine.sampling import SamplingParams
+from ..errors import NutqError
 from ..text.segment import PhraseSegmenter
 from .audio_out import Encoder, make_encoder
 from .context import LiveStream, ServerContext, StreamOptions
@@ -40,7 +41,7 @@ from .errors import ApiError, api_error_from
 from .formats import ENGINE_SAMPLE_RATE, OutputFormat, parse_format
 from .native_protocol import (CLIENT_MESSAGES, AudioMessage, ClientMessage, ConfigMessage, DoneMessage, ErrorMessage,
                               FlushedMessage, SpeakSettings, Timings, TimestampsMessage, WordTiming, pack_audio_frame)
-from .timestamps import Spoken, WordTimer, phrase_words, spoken_text
+from .timestamps import Spoken, WordTimer, phrase_words
 from .ws_util import SlowConsumer, WsReceiver, authenticate_ws
 
 __all__ = ["native_router", "MAX_CONTEXTS"]
@@ -96,7 +97,7 @@ class _Context:
                        phrases=self.phrases)
 
 
-class _ClientGone(Exception):
+class _ClientGone(NutqError):
     """The socket is closed: nothing can be sent any more."""
 
 
@@ -183,13 +184,13 @@ class _Connection:
             raise ApiError(400, str(e), code="unsupported_format", param="output_format") from e
         language = s.language or self.ctx.config.default_language
         try:
-            self.ctx.tts.tokenizer.language_id(language)
+            self.ctx.engine.tokenizer.language_id(language)
         except ValueError as e:
             raise ApiError(400, str(e), code="unsupported_language", param="language") from e
         if s.max_tokens is not None and s.max_tokens > self.ctx.config.max_new_tokens:
             raise ApiError(400, f"max_tokens must be <= {self.ctx.config.max_new_tokens}", code="invalid_value",
                            param="max_tokens")
-        await asyncio.to_thread(self.ctx.tts.voices.get, s.voice)  # UnknownVoiceError -> 404 voice_not_found
+        await asyncio.to_thread(self.ctx.engine.voices.get, s.voice)  # UnknownVoiceError -> 404 voice_not_found
         return fmt
 
     def _open(self, cid: str, settings: SpeakSettings, fmt: OutputFormat) -> _Context:
@@ -310,20 +311,22 @@ class _Connection:
     async def _say(self, c: _Context, phrase: _Phrase) -> None:
         s = c.settings
         language = s.language or self.ctx.config.default_language
-        spoken = await asyncio.to_thread(spoken_text, phrase.text, language, s.normalize)
+        spoken = await asyncio.to_thread(self.ctx.engine.planner.spoken_map, phrase.text, language, s.normalize,
+                                         s.diacritize)
         if not spoken.text:
             return  # punctuation or space only: nothing to say (the engine would refuse it)
         params = SamplingParams(cfg_weight=s.cfg_weight, temperature=s.temperature,
                                 max_new_tokens=s.max_tokens or self.ctx.config.max_new_tokens)
         seed = None if s.seed is None else s.seed + c.phrases
-        opts = StreamOptions(phrase.text, s.voice, language, params, seed, s.exaggeration, s.normalize, segment=False)
+        opts = StreamOptions(phrase.text, s.voice, language, params, seed, s.exaggeration, s.normalize, segment=False,
+                             diacritize=s.diacritize)
         if c.t_first_ready is None:
             c.t_first_ready = phrase.t_ready
         c.phrases += 1
         t0 = time.perf_counter()
         live = await self.ctx.open_stream(opts, client=self.client, protocol="native")
         try:
-            timer = self._timer(c, phrase, spoken, live, language) if s.timestamps else None
+            timer = self._timer(c, phrase, spoken, live, language) if s.timestamps and not s.diacritize else None
             async for chunk in live:
                 if c.first_audio_latency is None:
                     c.first_audio_latency = time.perf_counter() - c.t_first_ready
@@ -341,7 +344,7 @@ class _Connection:
     def _timer(self, c: _Context, phrase: _Phrase, spoken: Spoken, live: LiveStream,
                language: str) -> WordTimer | None:
         ids = live.stream.phrases[0].ids.tolist()
-        words = phrase_words(phrase.text, spoken, ids, self.ctx.tts.tokenizer, language)
+        words = phrase_words(phrase.text, spoken, ids, self.ctx.engine.tokenizer, language)
         if words is None:
             log.warning("native ws: cannot map tokens back to the text of a phrase; no timestamps for it")
             return None

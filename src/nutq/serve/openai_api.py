@@ -19,9 +19,9 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..engine.sampling import SamplingParams
 from .audio_out import Encoder, make_encoder
-from .context import LiveStream, ServerContext, StreamOptions
+from .context import LiveStream, ServerContext
+from .extensions import SynthesisExtensions
 from .errors import api_error_from
 from .formats import OutputFormat, parse_format
 from .response import LiveAudioResponse
@@ -40,8 +40,10 @@ class VoiceRef(BaseModel):
     id: str = Field(min_length=1)
 
 
-class SpeechRequest(BaseModel):
-    """Body of `POST /v1/audio/speech`. `model` is accepted for compatibility: one model is served."""
+class SpeechRequest(SynthesisExtensions):
+    """Body of `POST /v1/audio/speech`. `model` is accepted for compatibility: one model is served.
+    The synthesis options (seed, max_tokens, temperature, cfg_weight, exaggeration, normalize,
+    diacritize) are the fields every protocol shares (`extensions.SynthesisExtensions`)."""
 
     # strict: "1" is not a seed and true is not a number; type mistakes are reported, not guessed at
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -58,13 +60,6 @@ class SpeechRequest(BaseModel):
     # nutq extensions (send them with the SDK's `extra_body`)
     language: str | None = Field(None, min_length=1, description="language code; default ServeConfig.default_language")
     sample_rate: int | None = Field(None, description="output rate in Hz (the format's default when absent)")
-    exaggeration: float | None = Field(None, ge=0.0, le=2.0, description="emotion intensity; None keeps the voice's")
-    cfg_weight: float = Field(0.5, ge=0.0, le=2.0)
-    temperature: float = Field(0.8, gt=0.0, le=5.0)
-    seed: int | None = Field(None, ge=0, lt=2**62)
-    normalize: bool = Field(True, description="run the Arabic text frontend")
-    diacritize: bool = Field(False, description="add harakat to Arabic first (server needs the tashkeel extra)")
-    max_tokens: int | None = Field(None, ge=1, description="speech-token cap per phrase (25 per second)")
 
     @field_validator("speed")
     @classmethod
@@ -93,13 +88,6 @@ class SpeechRequest(BaseModel):
 
     def output_format(self) -> OutputFormat:
         return parse_format(self.response_format, self.sample_rate, protocol="openai")
-
-
-def _options(req: SpeechRequest, voice: str, max_new_tokens: int) -> StreamOptions:
-    params = SamplingParams(cfg_weight=req.cfg_weight, temperature=req.temperature,
-                            max_new_tokens=req.max_tokens or max_new_tokens)
-    return StreamOptions(req.input, voice, req.language, params, req.seed, req.exaggeration, req.normalize,
-                         diacritize=req.diacritize)
 
 
 async def _audio(stream: LiveStream, enc: Encoder) -> AsyncIterator[bytes]:
@@ -143,7 +131,7 @@ def openai_router(ctx: ServerContext) -> APIRouter:
             voice = await resolve_voice(ctx, req.voice_name, PROTOCOL)
         except Exception as e:  # noqa: BLE001 - mapped to the client's status code
             raise api_error_from(e, ctx.config.retry_after_s) from e
-        stream = await ctx.open_stream(_options(req, voice, ctx.config.max_new_tokens), client=request.state.client,
+        stream = await ctx.open_stream(req.stream_options(req.input, voice, req.language, ctx.config.max_new_tokens), client=request.state.client,
                                        protocol=PROTOCOL)
         if req.stream_format == "sse":
             return LiveAudioResponse(_sse(stream, enc), media_type="text/event-stream", on_close=stream.cancel,

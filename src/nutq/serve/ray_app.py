@@ -83,10 +83,10 @@ class NutqReplica:
         from .cli import build
 
         self.args = parse_serve_args(serve_args)
-        self.nutq_app, self.tts, self.config = build(self.args)
+        self.nutq_app, self.engine, self.config = build(self.args)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.nutq_app.add_middleware(_ReplicaHeader, replica=self.replica_id)
-        log.info("nutq replica %s: %d engine slots", self.replica_id, self.args.max_sessions)
+        log.info("nutq replica %s: %d engine slots", self.replica_id, self.engine.slots)
 
     def __serve_build_asgi_app__(self):
         return self.nutq_app
@@ -104,7 +104,7 @@ class NutqReplica:
         n = await cancel_streams(ctx)
         if n:
             log.warning("replica %s stopping: cancelled %d streams still running", self.replica_id, n)
-        await asyncio.to_thread(self.tts.close)
+        await asyncio.to_thread(self.engine.close)
 
 
 def app_builder(args: dict):
@@ -114,5 +114,10 @@ def app_builder(args: dict):
         raise ValueError(f"unknown application argument(s) {', '.join(unknown)}; expected serve_args")
     serve_args = args.get("serve_args", [])
     ns = parse_serve_args(serve_args)  # fail here, in the driver, before any replica starts
-    return NutqReplica.options(max_ongoing_requests=ns.max_sessions,
+    # Ray routes by ongoing requests, so its bound is the engine's KV slots (what decodes at once; the
+    # engine's own queue is for bursts on one replica). Without --max-sessions that is the CPU default:
+    # on GPU, where the engine sizes its slots from free memory, give --max-sessions explicitly.
+    from ..engine.config import CPU_SESSIONS
+
+    return NutqReplica.options(max_ongoing_requests=ns.max_sessions or CPU_SESSIONS,
                                graceful_shutdown_timeout_s=ns.drain_timeout).bind(list(serve_args))

@@ -26,6 +26,8 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from ..engine.phrases import Spoken, spoken_text
+
 __all__ = ["Spoken", "Word", "TimedWord", "WordTimer", "spoken_text", "phrase_words", "DEFAULT_LEAD_S"]
 
 # Streaming token2wav releases a chunk once 7 more tokens exist (flow look-ahead 3 tokens + 8 held-back
@@ -33,14 +35,6 @@ __all__ = ["Spoken", "Word", "TimedWord", "WordTimer", "spoken_text", "phrase_wo
 # past the chunk's last sample.
 DEFAULT_LEAD_S = 7 * 0.040
 FIRST_TEXT_TOKEN = 2  # phrase ids are [SOT, language tag, text tokens..., EOT]
-
-
-@dataclass(frozen=True)
-class Spoken:
-    """What T3 reads for a phrase, with each character's source span [start, end) in the phrase."""
-
-    text: str
-    source: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -57,41 +51,6 @@ class TimedWord:
     word: Word
     start_s: float  # seconds of audio
     end_s: float
-
-
-def _collapse_spaces(text: str) -> Spoken:
-    """`" ".join(text.split())` with sources: a joining space stands for the whole run it replaced."""
-    chars: list[str] = []
-    source: list[tuple[int, int]] = []
-    i, n = 0, len(text)
-    while i < n:
-        if text[i].isspace():
-            j = i
-            while j < n and text[j].isspace():
-                j += 1
-            if chars and j < n:
-                chars.append(" ")
-                source.append((i, j))
-            i = j
-        else:
-            chars.append(text[i])
-            source.append((i, i + 1))
-            i += 1
-    return Spoken("".join(chars), tuple(source))
-
-
-def spoken_text(text: str, language: str, normalize: bool = True) -> Spoken:
-    """The phrase as `TTS` reads it (whitespace collapsed, Arabic through the frontend), text ""
-    when nothing in it is spoken. `phrase_words` checks the result against the engine's ids."""
-    collapsed = _collapse_spaces(text)
-    spoken = collapsed
-    if normalize and language == "ar":
-        from ..text.frontend import normalize_text
-
-        st = normalize_text(collapsed.text, "ar")
-        src = collapsed.source
-        spoken = Spoken(st.text, tuple((src[a][0], src[b - 1][1]) for a, b in st.char_map))
-    return spoken if spoken.text.strip() else Spoken("", ())
 
 
 def _words_of(text: str) -> list[tuple[int, int]]:

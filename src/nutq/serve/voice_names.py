@@ -69,16 +69,16 @@ async def resolve_voice(ctx, name: str | None, protocol: str) -> str:
     alias = ctx.config.voice_aliases.get(name)
     if alias is not None:
         try:
-            await asyncio.to_thread(ctx.tts.voices.get, alias)
+            await asyncio.to_thread(ctx.engine.voices.get, alias)
         except UnknownVoiceError:
             raise UnknownVoiceError(f"voice {name!r} is an alias of voice {alias!r}, which no longer exists; "
                                     f"register it again or restart without --voice-alias {name}={alias}") from None
         return alias
     try:
-        await asyncio.to_thread(ctx.tts.voices.get, name)
+        await asyncio.to_thread(ctx.engine.voices.get, name)
         return name
     except UnknownVoiceError:
         if not is_stock_name(name, protocol):
             raise
-    await asyncio.to_thread(ctx.tts.voices.get, DEFAULT_VOICE_ID)  # a checkpoint may have none: 404 then
+    await asyncio.to_thread(ctx.engine.voices.get, DEFAULT_VOICE_ID)  # a checkpoint may have none: 404 then
     return DEFAULT_VOICE_ID

@@ -36,6 +36,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..engine.voice import VoiceError
+from ..errors import NutqError
 from ..engine.voice_cache import DEFAULT_VOICE_ID, VoiceInfo, check_voice_id
 from .body_limits import BodyTooLarge
 from .clip_check import check_clip
@@ -66,7 +67,7 @@ def _voice_json(v: VoiceInfo) -> dict:
             "exaggeration": v.exaggeration}
 
 
-class _BodyTooLarge(MultiPartException):
+class _BodyTooLarge(NutqError, MultiPartException):
     """Raised inside the parser, which then closes the temporary files it made so far."""
 
 
@@ -149,7 +150,7 @@ def voices_router(ctx: ServerContext) -> APIRouter:
     router = APIRouter()
 
     def voices():
-        return ctx.tts.voices  # made (and its store read) on first use: called from worker threads
+        return ctx.engine.voices  # made (and its store read) on first use: called from worker threads
 
     # Registration is check-then-add over the store: one at a time, so two uploads cannot both
     # claim a free id. Uploads are rare; listing and synthesis are not serialized by this.

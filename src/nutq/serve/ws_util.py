@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from ..errors import NutqError
 from .context import ServerContext
 from .errors import ApiError, ws_close_code
 from .limits import TokenBucket
@@ -30,7 +31,7 @@ ErrorSink = Callable[[ApiError], Awaitable[None]]
 _CLOSE_WAIT_S = 1.0
 
 
-class SlowConsumer(Exception):
+class SlowConsumer(NutqError):
     """The client accepted nothing for the send timeout; the connection is closed."""
 
 

@@ -18,13 +18,14 @@ import difflib
 from collections.abc import Callable
 
 from nutq.text.align import Aligned
+from nutq.errors import UnavailableError
 
 DEFAULT_MODEL = "rawi-v2-int8"
 
 Diacritizer = Callable[[str], str]
 
 
-class DiacritizerUnavailable(RuntimeError):
+class DiacritizerUnavailable(UnavailableError):
     """Raised when diacritization is requested but no backend can be loaded."""
 
 

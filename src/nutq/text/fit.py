@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..errors import ClientError
+
 __all__ = ["split_to_fit", "TextTooLong"]
 
 
-class TextTooLong(ValueError):
+class TextTooLong(ClientError):
     """Even one character is more tokens than the model reads at once."""
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from nutq.errors import ClientError
 from nutq.text import lexicon, normalize
 from nutq.text.align import Aligned
 from nutq.text.diacritize import DEFAULT_MODEL, Diacritizer, diacritize_aligned, load_diacritizer
@@ -132,7 +133,7 @@ class TextFrontend:
 
     def __call__(self, text: str, lang: str = "ar", *, diacritize: bool = False) -> SpokenText:
         if lang not in SUPPORTED_LANGS:
-            raise ValueError(f"the nutq text frontend reads {SUPPORTED_LANGS}, not {lang!r}")
+            raise ClientError(f"the nutq text frontend reads {SUPPORTED_LANGS}, not {lang!r}")
         tally = normalize.Tally()
         buf = Aligned.of(text)
         buf = normalize.clean_chars(buf, tally)

@@ -38,6 +38,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from ..errors import ClientError
+
 __all__ = [
     "SUPPORTED_LANGUAGES",
     "COMMON_PATH_ONLY",
@@ -61,7 +63,7 @@ SUPPORTED_LANGUAGES: dict[str, str] = {
 COMMON_PATH_ONLY: frozenset[str] = frozenset({"he", "ja", "ru", "zh"})
 
 
-class UnknownCharactersError(ValueError):
+class UnknownCharactersError(ClientError):
     """Raised in strict mode when the vocabulary cannot represent some input characters."""
 
     def __init__(self, unknown: list[tuple[int, str]], language: str):
@@ -130,7 +132,7 @@ class MTLTokenizer:
     def _check_language(self, language: str) -> str:
         lang = language.lower() if isinstance(language, str) else language
         if lang not in self._lang_ids:
-            raise ValueError(
+            raise ClientError(
                 f"unsupported language {language!r}; supported: {', '.join(self.supported_languages)}"
             )
         return lang
@@ -154,7 +156,7 @@ class MTLTokenizer:
         if enc.unknown:
             raise UnknownCharactersError(enc.unknown, language.lower())
         if len(enc.ids) < 2:
-            raise ValueError(f"text {text!r} is empty after normalization; nothing to synthesize")
+            raise ClientError(f"text {text!r} is empty after normalization; nothing to synthesize")
         return enc.ids
 
     def encode_checked(self, text: str, language: str) -> Encoding:

@@ -1,0 +1,47 @@
+"""`EngineConfig`'s defaults and how they resolve per device (CUDA mocked: the logic runs on CPU)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from nutq.engine.config import CPU_SESSIONS, EngineConfig, kv_bytes_per_slot, slots_for_memory
+from nutq.engine.engine import Engine
+from nutq.errors import ClientError
+
+
+def test_auto_resolves_to_cpu_with_fp32_and_fixed_slots(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    got = EngineConfig().resolve()
+    assert (got.device, got.dtype, got.flow_dtype, got.max_sessions) == ("cpu", None, None, CPU_SESSIONS)
+    assert got.capacity >= 32  # the server admits at least 32 streams with the defaults
+
+
+def test_auto_resolves_to_cuda_with_bf16_and_slots_from_memory(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    got = EngineConfig().resolve()
+    assert (got.device, got.dtype, got.flow_dtype, got.max_sessions) == ("cuda", "bf16", "bf16", None)
+    explicit = EngineConfig(device="cuda:1", dtype="fp32", flow_dtype="fp16", max_sessions=3).resolve()
+    assert (explicit.device, explicit.dtype, explicit.flow_dtype, explicit.max_sessions) == ("cuda:1", "fp32", "fp16", 3)
+
+
+def test_bad_choices_are_client_errors():
+    for bad in (dict(dtype="int8"), dict(max_sessions=0), dict(step="fast"), dict(max_queue=-1)):
+        with pytest.raises(ClientError):
+            EngineConfig(**bad)
+    with pytest.raises(ClientError, match="device"):
+        EngineConfig(device="tpu").resolve()
+
+
+def test_kv_pool_is_sized_from_free_gpu_memory(monkeypatch, tiny_checkpoint):
+    llama = SimpleNamespace(num_layers=30, num_kv_heads=16, head_dim=64)
+    per_slot = kv_bytes_per_slot(30, 16, 64, 1500, torch.bfloat16)
+    assert per_slot == 2 * 30 * 2 * 16 * 64 * 1500 * 2  # k and v, layers, CFG rows, heads, dims, positions, bytes
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (40 * 2**30, 80 * 2**30))
+    fake = SimpleNamespace(t3=SimpleNamespace(cfg=SimpleNamespace(llama=llama),
+                                              speech_head=SimpleNamespace(weight=torch.zeros(1, dtype=torch.bfloat16))),
+                           config=EngineConfig(max_cache_len=1500), device=torch.device("cuda"))
+    assert Engine._slots_from_gpu_memory(fake) == 20 * 2**30 // per_slot  # half the free memory
+    assert slots_for_memory(10**15, per_slot) == 64 and slots_for_memory(1, per_slot) == 1
