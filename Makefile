@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(VPY) -m pip install --upgrade pip
 	@# The CPU torch wheel first (pinned), so the editable install never pulls CUDA builds.
 	$(VPY) -m pip install torch==2.13.0
-	$(VPY) -m pip install -e '.[test,serve]'
+	$(VPY) -m pip install -e '.[test,serve,train]'
 	@# The Python client (clients/python, websockets + httpx): its tests in tests/clients use it.
 	$(VPY) -m pip install -e clients/python
 	touch $(STAMP)

@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Subcommands that live beside the packages they drive (each exposes add_parser(subparsers)).
-_OPTIONAL_SUBCOMMANDS = ("nutq.text.cli", "nutq.bench.cli", "nutq.serve.cli")
+_OPTIONAL_SUBCOMMANDS = ("nutq.text.cli", "nutq.bench.cli", "nutq.serve.cli", "nutq.train.data.cli",
+                         "nutq.train.cli")
 
 
 def _version() -> str:

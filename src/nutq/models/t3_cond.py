@@ -14,6 +14,9 @@ class PerceiverAttention(nn.Module):
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
+        # Attention dropout in train mode only. 0 here; the T3 trainer sets the official training
+        # value (0.2, the official block's default), so inference never depends on the mode.
+        self.attn_dropout = 0.0
         if dim % heads:
             raise ValueError(f"perceiver dim {dim} not divisible by {heads} heads")
         self.heads = heads
@@ -30,7 +33,8 @@ class PerceiverAttention(nn.Module):
         kv = self.norm(x_kv)
         k = self.to_k(kv).view(B, -1, h, C // h).transpose(1, 2)
         v = self.to_v(kv).view(B, -1, h, C // h).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v)  # scale 1/sqrt(C/h), no mask
+        p = self.attn_dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # scale 1/sqrt(C/h), no mask
         return x_q + self.proj_out(out.transpose(1, 2).reshape(B, Tq, C))
 
 

@@ -1,0 +1,1 @@
+"""Speech datasets for training: manifest, validation, preparation, and the prepared-dataset reader."""
