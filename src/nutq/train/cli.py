@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 # Modules exposing add_train_parser(sub) and/or add_eval_parser(sub).
-TRAINERS: tuple[str, ...] = ()
+TRAINERS: tuple[str, ...] = ("nutq.train.draft.cli",)
 
 
 def add_parser(sub) -> None:
