@@ -51,6 +51,9 @@ def add_parser(sub) -> None:
     p.add_argument("--stagger", type=float, default=0.25, help="seconds between staggered arrivals")
     p.add_argument("--sequential", action="store_true", help="also serve the same requests one at a time")
     p.add_argument("--plot", type=Path, help="with --concurrency: write a PNG of TTFA and RTF against N")
+    p.add_argument("--speculative", metavar="DRAFT", help="T3 only: plain loop vs speculative decoding with DRAFT "
+                   "(a draft.safetensors, 'target' or 'shortcut:N'); see nutq.bench.speculative")
+    p.add_argument("--spec-k", type=int, default=4, help="with --speculative: drafts per round (start value)")
     p.add_argument("--json", type=Path, help="also write this run's results here")
     p.add_argument("--history-file", type=Path, default=HISTORY)
     p.add_argument("--history", action="store_true", help="show past results and exit")
@@ -92,6 +95,10 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if args.concurrency:
         return run_concurrency(args, model_dir)
+    if args.speculative:
+        from .speculative import run_speculative
+
+        return run_speculative(args, model_dir)
     tts = TTS.from_local(model_dir, device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype,
                          flow=flow_from_args(args))
     params = SamplingParams(max_new_tokens=args.tokens, ignore_eos=True) if args.tokens else SamplingParams()

@@ -12,7 +12,8 @@ import importlib
 # Modules exposing add_train_parser(sub) and/or add_eval_parser(sub).
 # nutq.eval.cli (precision deviations) measures the runtime models, not a trainer, but shares the
 # `eval` group so that there is one `nutq eval`.
-TRAINERS: tuple[str, ...] = ("nutq.train.t3.cli", "nutq.train.meanflow.cli", "nutq.eval.cli")
+TRAINERS: tuple[str, ...] = ("nutq.train.t3.cli", "nutq.train.meanflow.cli", "nutq.train.draft.cli",
+                              "nutq.eval.cli")
 
 
 def add_parser(sub) -> None:

@@ -1,0 +1,166 @@
+"""Speculative T3 decoding on this machine: verify cost against a plain step, measured acceptance,
+end-to-end tokens/s, and the speedup curve (tokens/s against acceptance rate) from measured costs.
+
+    flock /tmp/nutq-heavy.lock python benchmarks/speculative.py --model-dir /tmp/full --dtype bf16 \
+        [--threads 2] [--reps 9] [--tokens 48] [--draft-layers 4] [--draft FILE] \
+        [--out benchmarks/results/speculative_cpu_full_bf16.json]
+
+1. costs (median of --reps, batch 1 = both CFG rows, alignment-guard probes on as in serving):
+   one plain decode step (`engine.decode.decode_step` + the sampling chain) and one verify forward
+   over k + 1 positions for k = 1..8 (`forward_hidden` + logits + the chain at every position),
+   and one step of a DraftT3 of --draft-layers layers;
+2. measured runs of --tokens tokens (ignore_eos, sampling with the official defaults): the plain
+   loop, speculative with draft = target (acceptance upper bound; each draft step is a full target
+   step, so it is not faster), and speculative with the small draft (the untrained shortcut, or
+   --draft FILE): acceptance, tokens per target forward, wall tokens/s;
+3. the curve: for acceptance a in 0..1 the best k's tokens/s = E[tokens | a, k] / (k * draft_step +
+   verify(k)), E = 1 + a + ... + a^k, against 1 / plain_step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+
+def median_time(fn, reps: int) -> float:
+    fn()  # warm-up
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model-dir", default="/tmp/full")
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--tokens", type=int, default=48)
+    ap.add_argument("--draft-layers", type=int, default=4)
+    ap.add_argument("--draft", default=None, help="a trained draft.safetensors (default: the untrained shortcut)")
+    ap.add_argument("--out", default="benchmarks/results/speculative_cpu_full_bf16.json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+
+    from nutq.checkpoints import files as ckfiles
+    from nutq.engine.alignment import OFFICIAL
+    from nutq.engine.decode import Sampler, decode_step, prefill
+    from nutq.engine.draft import DraftConfig, DraftT3, load_draft
+    from nutq.engine.generate import iter_speech_tokens
+    from nutq.engine.sampling import SamplingParams, cfg_mix, sampling_logits
+    from nutq.engine.speculative import SpecConfig, SpecStats, expected_tokens, iter_speech_tokens_speculative
+    from nutq.models.loading import DTYPES
+    from nutq.models.registry import configs_from_sidecar, load_component
+
+    files = ckfiles.resolve(a.model_dir, allow_download=False)
+    t3 = load_component(files.root, "t3", configs_from_sidecar(files.sidecar)["t3"], dtype=DTYPES[a.dtype]).eval()
+    draft = load_draft(a.draft, t3) if a.draft else DraftT3(t3, DraftConfig(a.draft_layers)).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        cond = t3.conditioning(torch.randn(1, 256, generator=g), torch.randint(0, 6561, (1, 150), generator=g), 0.5)
+    text = torch.randint(1, 2000, (40,), generator=g)
+    params = SamplingParams(max_new_tokens=a.tokens, ignore_eos=True)
+    probes = OFFICIAL.heads
+    V = t3.cfg.speech_vocab
+    seen = torch.zeros(1, V, dtype=torch.bool)
+
+    cache = t3.new_cache(batch=2, max_len=512)
+    _, _, L = prefill(t3, cond, text, cache, probes)
+    sampler = Sampler(t3, params, torch.Generator().manual_seed(1))
+    tok = torch.tensor([5])
+
+    def plain_step():
+        logits, _ = decode_step(t3, tok, 1, L, cache, probes)
+        sampler(logits)
+
+    def verify(k):
+        def run():
+            with torch.inference_mode():
+                ids = torch.randint(0, 6561, (1, k + 1))
+                e = t3.embed_speech(ids, torch.arange(1, k + 2)).expand(2, -1, -1)
+                h, _ = t3.forward_hidden(e, L, cache, probes=probes)
+                lg = t3.speech_logits(h).float()
+                for i in range(k + 1):
+                    sampling_logits(cfg_mix(lg[0, i:i + 1], lg[1, i:i + 1], 0.5), seen, params).softmax(-1)
+        return run
+
+    dcache = draft.new_cache(2, 512)
+    with torch.inference_mode():
+        draft.forward_hidden(t3.prefill_embeds(cond, text), 0, dcache)
+
+    def draft_step():
+        with torch.inference_mode():
+            e = t3.embed_speech(tok.reshape(1, 1), torch.tensor([1])).expand(2, -1, -1)
+            lg = draft.speech_logits(draft.forward_hidden(e, L, dcache)[:, -1]).float()
+            sampling_logits(cfg_mix(lg[0:1], lg[1:2], 0.5), seen, params).softmax(-1)
+
+    # interleave the measurements (a shared, noisy machine): each round measures everything once
+    rounds = {"plain": [], "draft": [], **{f"verify_{k}": [] for k in range(1, 9)}}
+    for _ in range(3):
+        rounds["plain"].append(median_time(plain_step, a.reps))
+        rounds["draft"].append(median_time(draft_step, a.reps))
+        for k in range(1, 9):
+            rounds[f"verify_{k}"].append(median_time(verify(k), a.reps))
+    cost = {name: statistics.median(v) for name, v in rounds.items()}
+    plain_s = cost["plain"]
+    verify_ratio = {k: cost[f"verify_{k}"] / plain_s for k in range(1, 9)}
+
+    def timed(gen):
+        t0 = time.perf_counter()
+        n = sum(1 for _ in gen)
+        return n, time.perf_counter() - t0
+
+    n, plain_wall = timed(iter_speech_tokens(t3, cond, text, SamplingParams(max_new_tokens=a.tokens), guard=OFFICIAL,
+                                             generator=torch.Generator().manual_seed(2)))
+    runs = {"plain": {"tokens": n, "seconds": plain_wall, "tokens_per_s": n / plain_wall}}
+    for name, d, k in (("draft_target", "target", 4), ("small_draft", draft, 4)):
+        st = SpecStats()
+        n, wall = timed(iter_speech_tokens_speculative(t3, cond, text, params, SpecConfig(k=k, draft=d, adaptive=False),
+                                                       guard=OFFICIAL, generator=torch.Generator().manual_seed(2),
+                                                       accept_generator=torch.Generator().manual_seed(3), spec_stats=st))
+        runs[name] = {"tokens": n, "seconds": wall, "tokens_per_s": n / wall, "k": k, **st.as_dict()}
+
+    def best(alpha: float) -> tuple[int, float]:
+        rate = {k: expected_tokens(alpha, k) / (k * cost["draft"] + cost[f"verify_{k}"]) for k in range(1, 9)}
+        k = max(rate, key=rate.get)
+        return k, rate[k]
+
+    curve = []
+    for i in range(11):
+        alpha = i / 10
+        k, r = best(alpha)
+        curve.append({"acceptance": alpha, "best_k": k, "tokens_per_s": r, "speedup": r * plain_s})
+    measured = {name: best(min(runs[name]["acceptance_rate"], 1.0)) for name in ("draft_target", "small_draft")}
+    result = {
+        "machine": {"platform": platform.platform(), "threads": a.threads, "torch": torch.__version__,
+                    "note": "shared machine (8 helpers); medians of interleaved rounds"},
+        "model": str(files.root), "dtype": a.dtype, "draft_layers": draft.llama.num_layers,
+        "draft": a.draft or "untrained shortcut (target's first layers)",
+        "costs_s": cost, "verify_over_plain": verify_ratio, "draft_over_plain": cost["draft"] / plain_s,
+        "runs": runs, "curve": curve,
+        "modelled_at_measured_acceptance": {n: {"best_k": k, "tokens_per_s": r, "speedup": r * plain_s}
+                                            for n, (k, r) in measured.items()},
+        "targets": {"verify_k4_le_1.5x_plain": verify_ratio[4] <= 1.5,
+                    "speedup_ge_2x_at_0.6": next(c for c in curve if c["acceptance"] == 0.6)["speedup"] >= 2.0},
+    }
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("verify_over_plain", "draft_over_plain", "targets")}, indent=2))
+    print(json.dumps(curve, indent=1))
+    print(json.dumps(runs, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
