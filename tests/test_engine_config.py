@@ -28,11 +28,14 @@ def test_auto_resolves_to_cuda_with_bf16_and_slots_from_memory(monkeypatch):
 
 
 def test_bad_choices_are_client_errors():
-    for bad in (dict(dtype="int8"), dict(max_sessions=0), dict(step="fast"), dict(max_queue=-1)):
+    # int8/int4 are T3 choices (weight-only quantized linears), never the flow's
+    for bad in (dict(dtype="int3"), dict(flow_dtype="int8"), dict(max_sessions=0), dict(step="fast"),
+                dict(max_queue=-1), dict(backend="tvm"), dict(backend="onnxruntime")):
         with pytest.raises(ClientError):
             EngineConfig(**bad)
     with pytest.raises(ClientError, match="device"):
         EngineConfig(device="tpu").resolve()
+    assert EngineConfig(dtype="int8").resolve().dtype == "int8"
 
 
 def test_kv_pool_is_sized_from_free_gpu_memory(monkeypatch, tiny_checkpoint):
