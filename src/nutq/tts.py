@@ -203,16 +203,16 @@ class TTS:
         voice = self._voice(voice, exaggeration)
         params = SamplingParams(cfg_weight=cfg_weight, temperature=temperature, repetition_penalty=repetition_penalty,
                                 min_p=min_p, top_p=top_p, max_new_tokens=max_new_tokens)
-        gen = torch.Generator(device="cpu")
+        gen = torch.Generator(device=self.device)  # on the model's device: a CPU one cannot draw CUDA noise
         gen.manual_seed(seed if seed is not None else int(torch.seed() % 2**31))
         ids = self.text_ids(text, language, normalize, diacritize)
         with torch.inference_mode():
             cond = self.t3.conditioning(voice.speaker_emb, voice.prompt_tokens, voice.exaggeration)
-            res = generate_speech_tokens(self.t3, cond, ids, params, generator=gen if self.device.type == "cpu" else None)
+            res = generate_speech_tokens(self.t3, cond, ids, params, generator=gen)
             if not res.tokens:
                 return np.zeros(0, dtype=np.float32)
             tokens = torch.tensor(res.tokens, device=self.device).reshape(1, -1)
-            noise_gen = gen if self.device.type == "cpu" else None
+            noise_gen = gen
             wav, _ = self.s3gen.inference(tokens, voice.gen.to(self.device), generator=noise_gen,
                                           solver=solver)
         out = wav[0].float().cpu().numpy()

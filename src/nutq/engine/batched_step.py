@@ -186,22 +186,27 @@ class BatchedStep:
         slot, so capturing is harmless even with sessions in the pool."""
         if not self.cuda_graphs or self._captured:
             return
-        shared_pool = None
-        # Largest first: the smaller graphs fit in the memory the largest one reserved.
-        for size in reversed(self.ladder):
-            bucket = self._buckets[size]
-            bucket.ints[0].fill_(self._dummy_pos)
-            bucket.ints[1].zero_()
+        # Everything under T3's device: `torch.cuda.graph` captures on the *current* device's
+        # stream, so T3 on cuda:1 with cuda:0 current would record empty graphs that replay
+        # stale outputs. "thread_local" lets other threads (a vocoder rendering) run meanwhile.
+        with torch.cuda.device(self.device):
+            shared_pool = None
             side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):  # lazy initialisation (cuBLAS handles, workspaces) off the graph
-                for _ in range(2):
-                    self._forward(bucket, self.pool.max_len)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=shared_pool):
-                bucket.logits, bucket.attn = self._forward(bucket, self.pool.max_len)
-            shared_pool = graph.pool() if shared_pool is None else shared_pool
-            bucket.graph = graph
-        torch.cuda.synchronize(self.device)
+            # Largest first: the smaller graphs fit in the memory the largest one reserved.
+            for size in reversed(self.ladder):
+                bucket = self._buckets[size]
+                bucket.ints[0].fill_(self._dummy_pos)
+                bucket.ints[1].zero_()
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):  # lazy initialisation (cuBLAS handles, workspaces) off the graph
+                    for _ in range(2):
+                        self._forward(bucket, self.pool.max_len)
+                torch.cuda.current_stream(self.device).wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, pool=shared_pool, stream=side, capture_error_mode="thread_local"):
+                    bucket.logits, bucket.attn = self._forward(bucket, self.pool.max_len)
+                torch.cuda.current_stream(self.device).wait_stream(side)
+                shared_pool = graph.pool() if shared_pool is None else shared_pool
+                bucket.graph = graph
+            torch.cuda.synchronize(self.device)
         self._captured = True

@@ -257,6 +257,8 @@ class Scheduler:
     # ------------------------------------------------------------------ engine thread
 
     def _loop(self) -> None:
+        if self._device.type == "cuda":  # a new thread's current device is cuda:0: pin it to T3's
+            torch.cuda.set_device(self._device)
         error: BaseException = SchedulerClosed("the scheduler was closed before this session finished")
         try:
             while True:

@@ -247,6 +247,10 @@ class Session:
         audio = self._vocoder.finish(request, mel, flow_ms)
         return self._chunk(audio, t_voc, request.finalize, position)
 
+    def vocoder_tensors(self) -> list[torch.Tensor]:
+        """Device tensors of the streaming token2wav made by `begin` (see `StreamingToWav.device_tensors`)."""
+        return self._vocoder.device_tensors() if self._vocoder is not None else []
+
     def end(self) -> None:
         """Give the KV slot back and keep the guard's counts. Safe to call more than once; the
         vocoder (which needs no slot) may still flush afterwards."""

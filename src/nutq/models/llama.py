@@ -213,6 +213,8 @@ class DecoderLayer(nn.Module):
 class LlamaBackbone(nn.Module):
     """`tfmr.*` of the official T3 file: layers + final norm (+ the unused `embed_tokens`)."""
 
+    FP32_BUFFERS = ("inv_freq",)  # kept in fp32 when the weights load in bf16/fp16 (models/loading.py)
+
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.cfg = cfg
