@@ -134,4 +134,8 @@ def load_module(build: Callable[[], nn.Module], state: Mapping[str, torch.Tensor
         for t in list(module.parameters()) + list(module.buffers()):
             if t.is_floating_point() and t.dtype != dtype and id(t) not in keep:
                 t.data = t.data.to(device=device, dtype=dtype)
+    for m in list(module.modules()):  # one-time inference rewrites (e.g. HiFT folds its weight norm)
+        hook = getattr(m, "after_load", None)
+        if callable(hook):
+            hook()
     return module.to(device).eval()
