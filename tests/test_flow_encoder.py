@@ -85,4 +85,3 @@ def test_rel_positional_encoding_is_centered_on_zero_offset():
     assert torch.equal(centre[0::2], torch.zeros(8)) and torch.equal(centre[1::2], torch.ones(8))
     # +p and -p rows: sin is odd, cos even.
     assert torch.allclose(pe[0, 1, 0::2], -pe[0, 7, 0::2]) and torch.allclose(pe[0, 1, 1::2], pe[0, 7, 1::2])
-
