@@ -64,7 +64,10 @@ def adjust_conv_post(hift, adjust: dict) -> None:
 
     conv_post = hift.conv_post
     with torch.no_grad():
-        conv_post.parametrizations.weight.original0.mul_(adjust["g_scale"])
+        if hasattr(conv_post, "parametrizations"):
+            conv_post.parametrizations.weight.original0.mul_(adjust["g_scale"])
+        else:  # a loaded HiFT has its weight norm folded: weight = g·v/|v| scales with g
+            conv_post.weight.mul_(adjust["g_scale"])
         conv_post.bias[: conv_post.bias.shape[0] // 2].add_(adjust["logmag_bias_shift"])
 
 

@@ -261,3 +261,27 @@ def test_graph_replay_equals_the_static_eager_step_without_host_syncs(prompts):
         assert (attn_g - attn_e).abs().max().item() <= TOL
     for s in (0, 1, 3):
         assert_cache_close(pool_g, pool_e, s, graphed[s].L + graphed[s].k)
+
+
+def test_attention_span_buckets_equal_the_full_span(t3, prompts):
+    """Static steps read the smallest span bucket covering their furthest session: the outputs and
+    cache equal those of steps over the whole cache (one bucket per step here, crossing several)."""
+    slots = (0, 2)
+    pool_f, full = prefilled(t3, prompts, slots)
+    pool_b, bucketed = prefilled(t3, prompts, slots)
+    top = max(full[s].L for s in slots)
+    step_f = BatchedStep(t3, pool_f, PROBES, static=True, spans=())
+    step_b = BatchedStep(t3, pool_b, PROBES, static=True, spans=(top + 1, top + 2, top + 4, 4 * top))
+    assert step_f.spans == (pool_f.max_len,) and step_b.spans == (top + 1, top + 2, top + 4, pool_b.max_len)
+    seen = set()
+    for _ in range(4):
+        _, attn_f = step_batched(step_f, full, slots)
+        _, attn_b = step_batched(step_b, bucketed, slots)
+        span = attn_b.shape[-1]
+        seen.add(span)
+        for s in slots:
+            assert (full[s].logits - bucketed[s].logits).abs().max().item() <= TOL
+        assert (attn_f[..., :span] - attn_b).abs().max().item() <= TOL and torch.all(attn_f[..., span:] == 0)
+    assert seen == {top + 1, top + 2, top + 4}
+    for s in slots:
+        assert_cache_close(pool_f, pool_b, s, full[s].L + full[s].k)

@@ -42,6 +42,10 @@ def test_dtype_selection(tiny_t3_file, dtype):
     assert {p.dtype for p in m.parameters()} == {dtype}
     w, w_ref = m.speech_head.weight, ref.speech_head.weight
     assert torch.equal(w, w_ref.to(dtype))
+    # RoPE frequencies are not rounded with the weights: the angles equal fp32's
+    assert m.tfmr.inv_freq.dtype == torch.float32
+    pos = torch.arange(1500)
+    assert torch.equal(m.tfmr.rope(pos, torch.float32)[0], ref.tfmr.rope(pos, torch.float32)[0])
 
 
 def test_missing_unexpected_and_misshaped_keys_are_named(tiny_t3_file):

@@ -59,7 +59,7 @@ def test_session_tokens_equal_the_plain_loop(tts, params):
 
 
 def test_forced_tokens_reproduce_the_official_distributions():
-    """The session's on-device sampler, replaying the official tokens, samples from the same
+    """The engine's per-row sampling chain, replaying the official tokens, samples from the same
     distributions as the official loop (golden from tools/parity/t3.py)."""
     g, meta = load_golden("t3")
     t3 = randomize_module(T3(T3_TINY), meta["seed"]).eval()
@@ -69,8 +69,13 @@ def test_forced_tokens_reproduce_the_official_distributions():
     with torch.inference_mode():
         cond = t3.conditioning(g["in.speaker"], g["in.prompt"], meta["emotion"])
     pool = KVPool(t3.cfg.llama, 1, 512)
-    sampler = decode_mod.Sampler(t3, params, forced=g["in.forced"].tolist(), record=True)
     from nutq.engine.alignment import OFFICIAL, AlignmentGuard
+    from nutq.engine.sampling import RowParams, cfg_mix, processed_logits
+
+    rp = RowParams.of([params], t3.cfg.speech_vocab)
+    seen = torch.zeros(1, t3.cfg.speech_vocab, dtype=torch.bool)
+    seen[0, t3.cfg.start_speech] = True
+    recorded = []
 
     text = g["in.text"]
     slot = pool.lease()
@@ -79,13 +84,16 @@ def test_forced_tokens_reproduce_the_official_distributions():
     fed = t3.cfg.start_speech
     for step in range(meta["steps"]):
         d = guard.observe(attn, fed)
-        tok = sampler(logits, lambda m: AlignmentGuard.apply(m, d, t3.cfg.stop_speech))
+        mixed = AlignmentGuard.apply(cfg_mix(logits[0:1], logits[1:2], rp.column(0)), d, t3.cfg.stop_speech)
+        recorded.append(processed_logits(mixed, seen, rp).softmax(-1)[0])
+        tok = g["in.forced"][step:step + 1]
         if int(tok) == t3.cfg.stop_speech:
             break
+        seen[0, tok] = True
         fed = int(tok)
         logits, attn = decode_mod.decode_step(t3, tok, step + 1, L + step, slot.cache, OFFICIAL.heads)
     slot.release()
-    probs = torch.stack(sampler.recorded)
+    probs = torch.stack(recorded)
     ref = g["out.probs"][: len(probs)]
     assert torch.equal(probs > 0, ref > 0)
     assert (probs - ref).abs().max() <= 1e-5

@@ -42,6 +42,7 @@ import torch
 
 from .alignment import (COUNT_KEYS, END_TOKENS, EOS_BIG, OFFICIAL, REPEAT_SKIP_TAIL, START_TOKENS, TAIL_TOKENS,
                         GuardConfig)
+from .sampling import to_device
 
 __all__ = ["DeviceGuard", "text_span_rows"]
 
@@ -181,8 +182,8 @@ class DeviceGuard:
                 raise ValueError(f"prefill rows must be (n_heads, 2, S) with 1 <= S <= {self.max_text}, "
                                  f"got {tuple(r.shape)}")
             rows[k, :, :, :r.shape[2]] = r.to(self.device, torch.float32)
-        lens = torch.tensor([r.shape[2] for r in prefill_rows], device=self.device)
-        idx = torch.tensor(slots, device=self.device)
+        lens = to_device(torch.tensor([r.shape[2] for r in prefill_rows]), self.device)
+        idx = to_device(torch.tensor(slots), self.device)
         fed = torch.full((len(slots),), bos, dtype=torch.long, device=self.device)
         new, pos, suppress, force = _advance(self.cfg, _fresh(lens), rows.mean(1), fed)
         for buf, val in zip(self._st, new):
@@ -191,19 +192,27 @@ class DeviceGuard:
         self._history[idx, 0] = pos
         return pos, suppress, force
 
-    def observe(self, attn: torch.Tensor, fed: torch.Tensor):
-        """One decode step for every slot. attn (B, n_heads, max_text): this step's probe weights
-        over each slot's text span, zero-padded (see `text_span_rows`); fed (B,) long: the token
-        each slot's forward consumed. Returns (text_position, suppress, force), each (B,)."""
-        if attn.dim() != 3 or attn.shape[0] != self.batch or attn.shape[2] != self.max_text:
-            raise ValueError(f"attn must be ({self.batch}, n_heads, {self.max_text}), got {tuple(attn.shape)}")
-        if fed.shape != (self.batch,):
-            raise ValueError(f"fed must be ({self.batch},), got {tuple(fed.shape)}")
-        frame = self._st.frame
-        new, pos, suppress, force = _advance(self.cfg, self._st, attn.float().mean(1)[:, None], fed)
-        self._history.scatter_(1, frame.clamp(max=self.max_frames)[:, None], pos[:, None])
-        for buf, val in zip(self._st, new):  # in place: buffers keep their addresses (graph capture)
-            buf.copy_(val)
+    def observe(self, attn: torch.Tensor, fed: torch.Tensor, slots: torch.Tensor | None = None):
+        """One decode step for every slot, or for `slots` ((b,) long on the device, distinct) only:
+        the others keep their state. attn (b, n_heads, max_text): this step's probe weights over
+        each slot's text span, zero-padded (see `text_span_rows`); fed (b,) long: the token each
+        slot's forward consumed. Returns (text_position, suppress, force), each (b,)."""
+        b = self.batch if slots is None else slots.shape[0]
+        if attn.dim() != 3 or attn.shape[0] != b or attn.shape[2] != self.max_text:
+            raise ValueError(f"attn must be ({b}, n_heads, {self.max_text}), got {tuple(attn.shape)}")
+        if fed.shape != (b,):
+            raise ValueError(f"fed must be ({b},), got {tuple(fed.shape)}")
+        st = self._st if slots is None else _State(*(buf.index_select(0, slots) for buf in self._st))
+        new, pos, suppress, force = _advance(self.cfg, st, attn.float().mean(1)[:, None], fed)
+        frame = st.frame.clamp(max=self.max_frames)[:, None]
+        if slots is None:
+            self._history.scatter_(1, frame, pos[:, None])
+            for buf, val in zip(self._st, new):  # in place: buffers keep their addresses (graph capture)
+                buf.copy_(val)
+        else:
+            self._history.index_put_((slots[:, None], frame), pos[:, None])
+            for buf, val in zip(self._st, new):
+                buf.index_copy_(0, slots, val)
         return pos, suppress, force
 
     @staticmethod
@@ -221,6 +230,10 @@ class DeviceGuard:
     def counts(self) -> dict[str, torch.Tensor]:
         """Decision counts per slot, {key: (B,) long} with the keys of AlignmentGuard.counts."""
         return dict(zip(COUNT_KEYS, self._st.counts.unbind(1)))
+
+    def counts_of(self, slot: int) -> dict[str, int]:
+        """One slot's decision counts on the host, in one device read."""
+        return dict(zip(COUNT_KEYS, self._st.counts[slot].tolist()))
 
     def positions(self) -> torch.Tensor:
         """(B, max_frames) text position per frame since each slot's start; -1 for frames not seen."""

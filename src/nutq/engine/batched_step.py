@@ -20,18 +20,31 @@ The step is not thread-safe: one scheduler thread owns it (and the GPU).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..models.t3 import T3
 from .kv_pool import ROWS_PER_SESSION, KVPool
 
-__all__ = ["BatchedStep", "DEFAULT_LADDER", "batch_ladder"]
+__all__ = ["BatchedStep", "DEFAULT_LADDER", "DEFAULT_SPANS", "batch_ladder", "span_ladder"]
 
 Probes = tuple[tuple[int, int], ...]
 
 DEFAULT_LADDER = (1, 2, 4, 8, 16, 32, 64)
+# Attention spans (cache positions read per step) of the static path: a step reads the smallest
+# that covers its furthest session, so short sessions do not read the whole cache (at 64
+# sessions of a 1500-position full-size cache that is ~24 GB of K/V per step).
+DEFAULT_SPANS = (256, 512, 1024)
+
+
+def span_ladder(max_len: int, spans: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Sorted attention spans for a cache of `max_len`, always ending at `max_len`."""
+    spans = DEFAULT_SPANS if spans is None else spans
+    bad = [n for n in spans if not isinstance(n, int) or n < 1]
+    if bad:
+        raise ValueError(f"attention spans must be positive ints, got {bad}")
+    return tuple(sorted({n for n in spans if n < max_len} | {max_len}))
 
 
 def batch_ladder(slots: int, ladder: Sequence[int] | None = None) -> tuple[int, ...]:
@@ -49,14 +62,13 @@ def batch_ladder(slots: int, ladder: Sequence[int] | None = None) -> tuple[int, 
 
 @dataclass
 class _Bucket:
-    """Static input buffers of one ladder size (and its captured graph and outputs on CUDA)."""
+    """Static input buffers of one ladder size (and on CUDA its captured graph per attention span,
+    with the graph's outputs, read right after each replay)."""
 
     size: int
     tokens: torch.Tensor  # (size,) long: the fed-back token of each slot in the prefix
     ints: torch.Tensor  # (2, size) long: row 0 absolute position, row 1 speech position
-    graph: torch.cuda.CUDAGraph | None = None
-    logits: torch.Tensor | None = None  # the graph's outputs, read right after each replay
-    attn: torch.Tensor | None = None
+    graphs: dict = field(default_factory=dict)  # span -> (CUDAGraph, logits, attn)
 
 
 class BatchedStep:
@@ -66,17 +78,18 @@ class BatchedStep:
     session alone on its slot. Three ways to run the same code:
 
     - eager (`static=False`, the CPU default): attention spans `max(pos) + 1` cache positions;
-    - static (`static=True`): attention spans the whole cache, `pool.max_len`, so every shape is
-      fixed per bucket; on CPU this runs the graph's code eagerly (what CPU tests check);
+    - static (`static=True`): attention spans the smallest of `spans` (`span_ladder`, ending at
+      `pool.max_len`) covering max(pos) + 1, so every shape is fixed per (bucket, span); on CPU
+      this runs the graph's code eagerly (what CPU tests check);
     - CUDA graphs (`cuda_graphs=True`, the CUDA default, implies static): `capture()` records one
-      graph per ladder size at warm-up, and a step replays the smallest that fits.
+      graph per ladder size and span at warm-up, and a step replays the smallest that fits.
 
     Host work per step: Python ints into one (pinned) tensor, one host-to-device copy, a token
     scatter, the forward (or a replay) and two gathers. Nothing reads the device back.
     """
 
     def __init__(self, t3: T3, pool: KVPool, probes: Probes = (), *, ladder: Sequence[int] | None = None,
-                 cuda_graphs: bool | None = None, static: bool | None = None):
+                 cuda_graphs: bool | None = None, static: bool | None = None, spans: Sequence[int] | None = None):
         self.device = t3.speech_head.weight.device
         if pool.cache.k.device != self.device:
             raise ValueError(f"the KV pool is on {pool.cache.k.device} but T3 is on {self.device}")
@@ -89,6 +102,7 @@ class BatchedStep:
             raise ValueError("CUDA graphs need static shapes (static=True)")
         self.t3, self.pool, self.probes = t3, pool, tuple(probes)
         self.ladder = batch_ladder(pool.slots, ladder)
+        self.spans = span_ladder(pool.max_len, spans)
         self._pin = on_cuda  # pinned host memory makes the host-to-device copy asynchronous
         self._dummy_pos = pool.max_len - 1  # see the module docstring
         self._n_speech_pos = t3.speech_pos_emb.emb.num_embeddings
@@ -100,6 +114,11 @@ class BatchedStep:
         ints = torch.zeros(2, size, dtype=torch.long, device=self.device)
         ints[0] = self._dummy_pos
         return _Bucket(size, torch.zeros(size, dtype=torch.long, device=self.device), ints)
+
+    def span_for(self, pos: Sequence[int]) -> int:
+        """The smallest attention span covering positions [0, max(pos)] (static path)."""
+        top = max(pos) + 1
+        return next(n for n in self.spans if n >= top)
 
     def bucket_for(self, slots: Sequence[int]) -> int:
         """The smallest ladder size covering slots [0, max(slots)]."""
@@ -115,7 +134,7 @@ class BatchedStep:
 
         Returns logits (n, 2, V) fp32 (each session's cond and uncond rows) and, with probes, the
         attention (n, len(probes), 1, S) of each session's cond row over cache positions [0, S),
-        S > max(pos) (S = pool.max_len on the static path); positions beyond a session's own
+        S > max(pos) (S = the step's span on the static path, `span_for`); positions beyond a session's own
         `pos` are 0. Writes each session's K/V at its own `pos` in its own slot rows.
         """
         self._check(slots, tokens, speech_pos, pos)
@@ -132,12 +151,12 @@ class BatchedStep:
         index = dev[2 * size:]  # (n,) the slot of each session, to scatter inputs and gather outputs
         # Dummy rows keep whatever token they had: any valid id will do, their outputs are dropped.
         bucket.tokens.index_copy_(0, index, tokens)
-        if bucket.graph is not None:
+        span = self.span_for(pos) if self.static else max(pos) + 1
+        if bucket.graphs:
             # Graphs share one memory pool, so outputs are gathered before any other replay.
-            bucket.graph.replay()
-            logits, attn = bucket.logits, bucket.attn
+            graph, logits, attn = bucket.graphs[span]
+            graph.replay()
         else:
-            span = self.pool.max_len if self.static else max(pos) + 1
             logits, attn = self._forward(bucket, span)
         return logits.index_select(0, index), (attn.index_select(0, index) if self.probes else None)
 
@@ -186,22 +205,28 @@ class BatchedStep:
         slot, so capturing is harmless even with sessions in the pool."""
         if not self.cuda_graphs or self._captured:
             return
-        shared_pool = None
-        # Largest first: the smaller graphs fit in the memory the largest one reserved.
-        for size in reversed(self.ladder):
-            bucket = self._buckets[size]
-            bucket.ints[0].fill_(self._dummy_pos)
-            bucket.ints[1].zero_()
+        # Everything under T3's device: `torch.cuda.graph` captures on the *current* device's
+        # stream, so T3 on cuda:1 with cuda:0 current would record empty graphs that replay
+        # stale outputs. "thread_local" lets other threads (a vocoder rendering) run meanwhile.
+        with torch.cuda.device(self.device):
+            shared_pool = None
             side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):  # lazy initialisation (cuBLAS handles, workspaces) off the graph
-                for _ in range(2):
-                    self._forward(bucket, self.pool.max_len)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=shared_pool):
-                bucket.logits, bucket.attn = self._forward(bucket, self.pool.max_len)
-            shared_pool = graph.pool() if shared_pool is None else shared_pool
-            bucket.graph = graph
-        torch.cuda.synchronize(self.device)
+            # Largest first: the smaller graphs fit in the memory the largest one reserved.
+            for size in reversed(self.ladder):
+                bucket = self._buckets[size]
+                bucket.ints[0].fill_(self._dummy_pos)
+                bucket.ints[1].zero_()
+                for span in reversed(self.spans):
+                    side.wait_stream(torch.cuda.current_stream(self.device))
+                    with torch.cuda.stream(side):  # lazy initialisation (cuBLAS handles, workspaces) off the graph
+                        for _ in range(2):
+                            self._forward(bucket, span)
+                    torch.cuda.current_stream(self.device).wait_stream(side)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, pool=shared_pool, stream=side, capture_error_mode="thread_local"):
+                        logits, attn = self._forward(bucket, span)
+                    torch.cuda.current_stream(self.device).wait_stream(side)
+                    shared_pool = graph.pool() if shared_pool is None else shared_pool
+                    bucket.graphs[span] = (graph, logits, attn)
+            torch.cuda.synchronize(self.device)
         self._captured = True

@@ -178,19 +178,16 @@ class Engine:
         marker = watermarker_for(watermark)  # a required-but-missing watermark fails before any work
         solver = self._solver_for(request.flow)
         voice = self.voice(request.voice, request.exaggeration)
-        gen = torch.Generator(device="cpu")
+        gen = torch.Generator(device=self.device)  # on the model's device: a CPU one cannot draw CUDA noise
         gen.manual_seed(request.seed if request.seed is not None else int(torch.seed() % 2**31))
         ids = self.text_ids(request.text, request.lang, request.normalize, request.diacritize)
-        on_cpu = self.device.type == "cpu"
         with torch.inference_mode():
             cond = self.t3.conditioning(voice.speaker_emb, voice.prompt_tokens, voice.exaggeration)
-            res = generate_speech_tokens(self._ort_t3 or self.t3, cond, ids, request.params,
-                                         generator=gen if on_cpu else None)
+            res = generate_speech_tokens(self._ort_t3 or self.t3, cond, ids, request.params, generator=gen)
             if not res.tokens:
                 return np.zeros(0, dtype=np.float32)
             tokens = torch.tensor(res.tokens, device=self.device).reshape(1, -1)
-            wav, _ = self.s3gen.inference(tokens, voice.gen.to(self.device), generator=gen if on_cpu else None,
-                                          solver=solver)
+            wav, _ = self.s3gen.inference(tokens, voice.gen.to(self.device), generator=gen, solver=solver)
         out = wav[0].float().cpu().numpy()
         return marker.apply(out, SAMPLE_RATE) if marker is not None else out
 

@@ -8,6 +8,7 @@ written (attention stops at its own `kv_len`), so stale keys from a previous ten
 
 from __future__ import annotations
 
+import heapq
 import threading
 
 import torch
@@ -43,7 +44,9 @@ class KVPool:
         if slots < 1 or max_len < 2:
             raise ValueError(f"a KV pool needs >= 1 slot and max_len >= 2, got slots={slots}, max_len={max_len}")
         self.cache = KVCache(cfg, slots * ROWS_PER_SESSION, max_len, device=device, dtype=dtype)
-        self._free = list(range(slots - 1, -1, -1))  # pop() hands out slot 0 first
+        # A min-heap: the lowest free slot goes out first, so sessions pack into low slots and a
+        # batched step's bucket (the prefix up to the highest slot in use) stays small.
+        self._free = list(range(slots))
         self._lock = threading.Lock()
         self.slots = slots
 
@@ -60,9 +63,9 @@ class KVPool:
         with self._lock:
             if not self._free:
                 raise PoolExhausted(f"all {self.slots} KV-cache slots are in use")
-            index = self._free.pop()
+            index = heapq.heappop(self._free)
         return KVSlot(self, index)
 
     def _give_back(self, index: int) -> None:
         with self._lock:
-            self._free.append(index)
+            heapq.heappush(self._free, index)

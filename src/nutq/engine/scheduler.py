@@ -1,8 +1,9 @@
 """One engine thread that owns T3 and decodes every active session in one batched step.
 
     submit ──► waiting line (bounded) ──► admitted when a KV slot is free: prefill, first token
-           ──► active: each iteration, ONE step for all active sessions, then each session samples
-               its next token with its own sampler, generator and guard
+           ──► active: each iteration, ONE step for all active sessions, then ONE sampling call
+               (guards included) draws every session's next token, each with its own
+               parameters, generator and guard state (`row_sampler`)
            ──► tokens go to the vocoder thread (`vocoder_worker`), chunks to the session's queue
 
 Every iteration of the engine loop is a step boundary: sessions that were cancelled, whose
@@ -14,8 +15,8 @@ the batch: sampling, guard and vocoder state are its own. With `LoopStep` its fo
 default `BatchedStep` (one forward for all) differs from it by float rounding only (other matmul
 shapes), which leaves the drawn tokens the same unless a draw sits on a rounding-sized edge.
 
-Errors stay with their session: a failing prefill, sampler or vocoder fails that session's
-consumer only. A failing batched forward cannot be pinned on one session, so every session in
+Errors stay with their session: a failing prefill or vocoder fails that session's consumer only.
+A failing batched forward or sampling call cannot be pinned on one session, so every session in
 that step fails; the engine itself keeps serving the others.
 """
 
@@ -39,6 +40,7 @@ from .batched_step import BatchedStep
 from .chunk_queue import MAX_UNREAD_CHUNKS, ChunkQueue, LoopChunkQueue
 from .decode import decode_step
 from .kv_pool import ROWS_PER_SESSION, KVPool, PoolExhausted
+from .row_sampler import RowSampler
 from .session import Session, SessionChunk
 from .vocoder_worker import END, VocoderTask, VocoderWorker
 
@@ -207,6 +209,8 @@ class Scheduler:
             step.capture()  # a no-op without CUDA graphs
         self.step = step
         self._device = t3.speech_head.weight.device
+        # every session's sampler and guard state: one sampling call per step for all of them
+        self._rows = RowSampler(t3, pool.slots, max_text=pool.max_len - t3.cfg.len_cond)
         self._cv = threading.Condition()
         self._waiting: deque[_Job] = deque()  # guarded by _cv
         self._active: list[_Job] = []  # engine thread only
@@ -279,6 +283,8 @@ class Scheduler:
     # ------------------------------------------------------------------ engine thread
 
     def _loop(self) -> None:
+        if self._device.type == "cuda":  # a new thread's current device is cuda:0: pin it to T3's
+            torch.cuda.set_device(self._device)
         error: BaseException = SchedulerClosed("the scheduler was closed before this session finished")
         try:
             while True:
@@ -336,7 +342,7 @@ class Scheduler:
 
     def _admit(self) -> None:
         """Newcomers: lease, prefill and draw the first token, in arrival order, while slots last."""
-        drawn = []
+        begun = []
         while True:
             with self._cv:
                 if not self._waiting or self._closed:
@@ -354,18 +360,20 @@ class Scheduler:
                 self._wait_sum += wait
                 self._wait_max = max(self._wait_max, wait)
             try:
-                logits = s.begin(slot)
+                logits = s.begin(slot, self._rows)
                 ready = None
                 if self._device.type == "cuda":  # the vocoder's stream waits for its noise, drawn here
                     ready = torch.cuda.Event()
                     ready.record()
                 job.vocoding = VocoderTask(s, job.out, ready)
-                drawn.append((job, s.sample(logits)))
             except Exception as e:  # noqa: BLE001 - bad prompt etc.: this session only
                 self._fail(job, e)
                 continue
-            self._active.append(job)
-        self._accept(drawn, time.perf_counter())
+            begun.append((job, logits))
+        if begun:
+            jobs = [j for j, _ in begun]
+            self._active.extend(jobs)
+            self._sample(jobs, torch.stack([lg for _, lg in begun]), None, time.perf_counter())
 
     def _step(self) -> None:
         # A session whose consumer has not taken its last chunks sits this step out: its stream's
@@ -392,13 +400,24 @@ class Scheduler:
         with self._cv:
             self._counts["steps"] += 1
             self._counts["step_rows"] += len(batch)
-        drawn = []
-        for k, job in enumerate(batch):
-            try:
-                drawn.append((job, job.session.sample(logits[k], attn[k] if attn is not None else None)))
-            except Exception as e:  # noqa: BLE001
+        self._sample(batch, logits, attn, t0)
+
+    def _sample(self, batch: list[_Job], logits: torch.Tensor, attn: torch.Tensor | None, t0: float) -> None:
+        """One sampling call (guards included) for every session of `batch`; a failure cannot be
+        pinned on one session, so it fails them all."""
+        sessions = [j.session for j in batch]
+        try:
+            tokens, positions = self._rows.sample([s.slot.index for s in sessions], logits, attn)
+        except Exception as e:  # noqa: BLE001
+            for job in batch:
                 self._active.remove(job)
                 self._fail(job, e)
+            return
+        drawn = []
+        for k, (job, s) in enumerate(zip(batch, sessions)):
+            tok = tokens[k:k + 1]
+            s.took(tok, positions[k:k + 1])
+            drawn.append((job, tok))
         self._accept(drawn, t0)
 
     def _accept(self, drawn: list, t0: float) -> None:

@@ -4,8 +4,9 @@ A session's per-token logic is a handful of step-wise methods, so that one loop 
 alone (`Session.run()`) and a scheduler can drive many at once (`engine.scheduler`) without a
 second copy of it:
 
-    begin(slot) -> logits           prefill into a leased KV slot; make sampler, guard, vocoder
+    begin(slot[, rows]) -> logits   prefill into a leased KV slot; start its sampler/guard row, make the vocoder
     sample(logits, attn) -> tok     guard observes the step's attention, then one token is drawn (on device)
+    took(tok, position)             what a caller that sampled many sessions at once drew for this one
     accept(int(tok)) -> bool        bookkeeping once the host knows the id; False on EOS
     next_position -> (speech_pos, pos) | None   where the decode step feeds `tok`; None at the limit
     vocode(tok) / flush()           streaming token2wav: a chunk when one is due / the rest at the end
@@ -33,10 +34,10 @@ from ..models.s3gen.cfm import Solver
 from ..models.s3gen.model import S3Gen
 from ..models.t3 import T3
 from .alignment import OFFICIAL, GuardConfig
-from .alignment_device import DeviceGuard
-from .decode import Sampler, decode_step, prefill
+from .decode import decode_step, prefill
 from .chunking import ChunkSchedule
 from .kv_pool import KVPool, KVSlot
+from .row_sampler import RowSampler
 from .sampling import SamplingParams
 from .token2wav import FlowRequest, StreamingToWav
 from .voice import Voice
@@ -82,33 +83,6 @@ class SessionChunk:
     t_ready: float = 0.0  # perf_counter when the audio was ready
 
 
-class _Guard:
-    """The on-device alignment guard for one session: its decisions stay tensors, so the sampler
-    applies them without the host reading anything; the text position is read per chunk only."""
-
-    def __init__(self, cfg: GuardConfig, span: tuple[int, int], max_frames: int, eos: int, bos: int,
-                 prefill_attn: torch.Tensor):
-        self.i, self.j = span
-        self.eos = eos
-        with torch.inference_mode():
-            self.device_guard = DeviceGuard(1, self.j - self.i, cfg, max_frames=max_frames + 1,
-                                            device=prefill_attn.device)
-            # frame 0: the two BOS queries of the prefill over the text span
-            self.position, self.suppress, self.force = self.device_guard.start(
-                [prefill_attn[:, -2:, self.i:self.j]], bos=bos)
-
-    def observe(self, attn: torch.Tensor, fed: torch.Tensor) -> None:
-        """attn (n_heads, 1, kv_len) probe weights of the step that consumed `fed` ((1,) tensor)."""
-        with torch.inference_mode():
-            self.position, self.suppress, self.force = self.device_guard.observe(attn[None, :, 0, self.i:self.j], fed)
-
-    def __call__(self, mixed: torch.Tensor) -> torch.Tensor:
-        return self.device_guard.apply(mixed, self.suppress, self.force, self.eos)
-
-    def counts(self) -> dict[str, int]:
-        return {k: int(v[0]) for k, v in self.device_guard.counts().items()}
-
-
 @dataclass
 class Session:
     t3: T3
@@ -131,8 +105,9 @@ class Session:
     def __post_init__(self):
         self._cancel = threading.Event()
         self._slot: KVSlot | None = None
-        self._guard: _Guard | None = None
-        self._sampler: Sampler | None = None
+        self._rows: RowSampler | None = None  # sampling and guard state (own, or a scheduler's)
+        self._row = 0
+        self._position: torch.Tensor | None = None
         self._vocoder: StreamingToWav | None = None
         self._prefill_len = 0
         self._max_new = 0
@@ -158,9 +133,12 @@ class Session:
 
     # ------------------------------------------------------------------ step-wise
 
-    def begin(self, slot: KVSlot) -> torch.Tensor:
+    def begin(self, slot: KVSlot, rows: RowSampler | None = None) -> torch.Tensor:
         """Prefill into `slot` (owned by the session from now on: `end()` releases it) and set up
-        the sampler, guard and vocoder. Returns the logits (2, V) of the first speech token."""
+        the sampler, guard and vocoder. Returns the logits (2, V) of the first speech token.
+
+        `rows`: a scheduler's sampler over its pool, in which the session takes row `slot.index`
+        (the scheduler then samples all its sessions in one call); default: one of its own."""
         if self._slot is not None:
             raise RuntimeError("this session has already begun; a session speaks once")
         self._slot = slot
@@ -175,10 +153,13 @@ class Session:
         self._prefill_len = L
         self._max_new = min(self.params.max_new_tokens, slot.cache.max_len - L)
         self.timings.prefill_s = time.perf_counter() - t0
-        if self.guard is not None:
-            span = (cfg.len_cond, cfg.len_cond + text_ids.shape[-1])
-            self._guard = _Guard(self.guard, span, self._max_new, cfg.stop_speech, cfg.start_speech, attn)
-        self._sampler = Sampler(self.t3, self.params, self.generator)
+        span = (cfg.len_cond, cfg.len_cond + text_ids.shape[-1])
+        if rows is None:
+            rows, self._row = RowSampler(self.t3, 1, max_text=text_ids.shape[-1]), 0
+        else:
+            self._row = slot.index
+        self._rows = rows
+        rows.start(self._row, self.params, self.generator, self.guard, span, attn)
         # Made here, not lazily where it first runs: its noise is drawn now, before any token, as
         # a solo run draws it (the generators may be shared, e.g. the global one).
         self._vocoder = StreamingToWav(self.s3gen, v.gen, self.schedule, generator=self.noise_generator,
@@ -189,12 +170,15 @@ class Session:
         """Draw the next token (a (1,) device tensor; no host sync) from `logits` (2, V): the prefill's,
         or those of the decode step that fed the previous token, whose probe attention `attn`
         (n_heads, 1, >= text end) the guard observes first."""
-        if self._guard is not None and attn is not None:
-            self._guard.observe(attn, self._fed)
-        tok = self._sampler(logits, self._guard)
-        self._fed = tok
-        self._drawn += 1
+        tok, position = self._rows.sample([self._row], logits[None], None if attn is None else attn[None])
+        self.took(tok, position)
         return tok
+
+    def took(self, tok: torch.Tensor, position: torch.Tensor) -> None:
+        """Record a draw made for this session's row: `tok` (1,) and the guard's text `position`
+        (1,) after it, device tensors."""
+        self._fed, self._position = tok, position
+        self._drawn += 1
 
     def accept(self, tok: int) -> bool:
         """Record the id `sample` drew (read on the host). False when it is EOS: the session is done."""
@@ -220,7 +204,7 @@ class Session:
         """The guard's text position now, as a device tensor (a snapshot: each step makes a new
         one), or None without a guard. A scheduler that vocodes later passes it to `vocode`/`flush`
         so that chunks report where the guard was when their last token was drawn."""
-        return self._guard.position if self._guard is not None else None
+        return self._position if self.guard is not None else None
 
     @property
     def next_position(self) -> tuple[int, int] | None:
@@ -264,13 +248,19 @@ class Session:
         audio = self._vocoder.finish(request, mel, flow_ms)
         return self._chunk(audio, t_voc, request.finalize, position)
 
+    def vocoder_tensors(self) -> list[torch.Tensor]:
+        """Device tensors of the streaming token2wav made by `begin` (see `StreamingToWav.device_tensors`)."""
+        return self._vocoder.device_tensors() if self._vocoder is not None else []
+
     def end(self) -> None:
         """Give the KV slot back and keep the guard's counts. Safe to call more than once; the
         vocoder (which needs no slot) may still flush afterwards."""
+        if self._rows is not None:  # read before the row can go to another session
+            if self.guard is not None:
+                self.guard_counts = self._rows.counts(self._row)  # one device read per session
+            self._rows = None
         if self._slot is not None:
             self._slot.release()
-        if self._guard is not None:
-            self.guard_counts = self._guard.counts()
 
     # ------------------------------------------------------------------ solo loop
 

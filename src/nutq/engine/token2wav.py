@@ -154,6 +154,18 @@ def stream_clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
+def host_seed(generator: torch.Generator | None) -> int:
+    """A 62-bit seed drawn from `generator` without reading the device. A CPU generator (None: the
+    default one) draws it; a CUDA generator's state (seed, Philox offset) lives on the host, so
+    the seed is derived from it and the offset advanced as one draw would: reading a CUDA draw
+    back would wait for everything queued on the device, at every admission."""
+    if generator is None or generator.device.type == "cpu":
+        return int(torch.randint(0, 2**62, (1,), generator=generator))
+    offset = generator.get_offset()
+    generator.set_offset(offset + 4)  # Philox offsets advance in multiples of 4
+    return hash((generator.initial_seed(), offset)) % 2**62
+
+
 class SessionSource:
     """HiFT's excitation for one utterance, built render by render as offline builds it at once.
 
@@ -173,8 +185,7 @@ class SessionSource:
         # Two draws from the session generator, made now so that other users of the generator
         # (T3 sampling) cannot change what the source gets later.
         self.phase, _ = draw_source_randomness(1, self.n_harmonics, 0, generator, device)  # (1, H, 1)
-        gen_device = generator.device if generator is not None else "cpu"
-        self.seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=gen_device))
+        self.seed = host_seed(generator)
         self.cycles = torch.zeros(1, self.n_harmonics, 1, dtype=torch.float64, device=device)  # at `committed`
         self.committed = 0  # samples [0, committed) are frozen
         self.kept_from = 0  # frozen samples [kept_from, committed) are still held
@@ -291,6 +302,14 @@ class StreamingToWav:
         return self.timings[-1] if self.timings else None
 
     # ---------------------------------------------------------------- API
+
+    def device_tensors(self) -> list[torch.Tensor]:
+        """The tensors made at construction that later renders read: a caller that renders on
+        another CUDA stream marks them used there (`Tensor.record_stream`), so the allocator does
+        not hand their memory to the stream that made them while that stream's kernels still run."""
+        ref = [t for t in vars(self.ref).values() if isinstance(t, torch.Tensor)]
+        src = self.source
+        return [self.flow_noise, self._fade_in, self._trim, self._tokens, src.phase, src.cycles, src.kept, *ref]
 
     def push(self, tokens: Sequence[int] | torch.Tensor) -> torch.Tensor | None:
         """Add speech tokens (ids < 6561; drop EOS/BOS first). Returns a new chunk if one is due."""

@@ -111,8 +111,10 @@ class VocoderWorker:
             self._cv.notify()
 
     def _loop(self) -> None:
-        ctx = torch.cuda.stream(self._stream) if self._stream is not None else nullcontext()
-        with ctx:
+        # On this thread the current CUDA device is cuda:0 unless set: pin it to the models' device.
+        on_cuda = self._stream is not None
+        with torch.cuda.device(self._device) if on_cuda else nullcontext(), \
+                torch.cuda.stream(self._stream) if on_cuda else nullcontext():
             while True:
                 with self._cv:
                     while not self._heap and not self._closed:
@@ -218,6 +220,8 @@ class VocoderWorker:
     def _wait_ready(self, task: VocoderTask) -> None:
         if task.ready is not None:
             self._stream.wait_event(task.ready)
+            for t in task.session.vocoder_tensors():  # made on the engine's stream, used on this one
+                t.record_stream(self._stream)
             task.ready = None
 
     @staticmethod

@@ -168,7 +168,11 @@ class Attention(nn.Module):
         if rep > 1:
             keys = keys.repeat_interleave(rep, dim=1)
             values = values.repeat_interleave(rep, dim=1)
-        out = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=mask)
+        # A prompt from position 0 (T == kv_len, shared positions) is plain causal: SDPA's is_causal
+        # selects kernels a boolean mask rules out (flash); the probe below still uses the mask.
+        causal = mask is not None and T > 1 and T == kv_len and input_pos.dim() == 1
+        out = F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype),
+                                             attn_mask=None if causal else mask, is_causal=causal)
         probe = None
         if probe_heads:
             # Rows by a slice and heads by host ints (views stacked): no index tensor is built and
@@ -212,6 +216,8 @@ class DecoderLayer(nn.Module):
 
 class LlamaBackbone(nn.Module):
     """`tfmr.*` of the official T3 file: layers + final norm (+ the unused `embed_tokens`)."""
+
+    FP32_BUFFERS = ("inv_freq",)  # kept in fp32 when the weights load in bf16/fp16 (models/loading.py)
 
     def __init__(self, cfg: LlamaConfig):
         super().__init__()

@@ -127,8 +127,15 @@ def load_module(build: Callable[[], nn.Module], state: Mapping[str, torch.Tensor
     _init_buffers(module, torch.device("cpu"))
     device = torch.device(device)
     if dtype is not None:
-        # Cast floating tensors one by one (integer buffers such as BatchNorm counters stay).
+        # Cast floating tensors one by one (integer buffers such as BatchNorm counters stay), except
+        # buffers a module keeps in fp32 (`FP32_BUFFERS`): RoPE frequencies rounded to bf16 put
+        # the phase off by up to ~1.4 rad at position 1500.
+        keep = {id(getattr(m, name)) for m in module.modules() for name in getattr(m, "FP32_BUFFERS", ())}
         for t in list(module.parameters()) + list(module.buffers()):
-            if t.is_floating_point() and t.dtype != dtype:
+            if t.is_floating_point() and t.dtype != dtype and id(t) not in keep:
                 t.data = t.data.to(device=device, dtype=dtype)
+    for m in list(module.modules()):  # one-time inference rewrites (e.g. HiFT folds its weight norm)
+        hook = getattr(m, "after_load", None)
+        if callable(hook):
+            hook()
     return module.to(device).eval()

@@ -76,7 +76,10 @@ class EulerCFG:
         # The time grid stays fp32 even for a bf16/fp16 estimator (the official code casts it, which
         # only loses precision); in fp32 the two agree exactly.
         t_span = cosine_time_grid(self.n_timesteps, device=mu.device)
-        x, mu, mask, spks, cond = (v.to(dt_) for v in (z, mu, mask, spks, cond))
+        # The Euler state stays fp32 whatever the estimator's dtype: ten bf16 additions of small
+        # steps would round each update away. Only the estimator's inputs are cast.
+        x = z.float()
+        mu, mask, spks, cond = (v.to(dt_) for v in (mu, mask, spks, cond))
         b = x.size(0)
         # Per-call constants of the 2B batch: [conditional rows; unconditional rows].
         mu_in = torch.cat([mu, torch.zeros_like(mu)])  # (2B, 80, T)
@@ -86,9 +89,10 @@ class EulerCFG:
         # One host sync per call (not per step) to take the bias-free attention path when possible.
         padded = not bool(mask.bool().all())
         for t, r in zip(t_span[:-1], t_span[1:]):
+            xe = x.to(dt_)
             v = estimator(
-                torch.cat([x, x]), mask_in, mu_in, t.expand(2 * b), spks_in, cond_in, padded=padded
-            )
+                torch.cat([xe, xe]), mask_in, mu_in, t.expand(2 * b), spks_in, cond_in, padded=padded
+            ).float()
             v_cond, v_uncond = v[:b], v[b:]
             v = (1.0 + self.cfg_rate) * v_cond - self.cfg_rate * v_uncond
             x = x + (r - t) * v
@@ -98,10 +102,12 @@ class EulerCFG:
         """cfg_rate 0: (1 + 0)·v_cond - 0·v_uncond is v_cond, so the unconditional rows are not run."""
         out_dtype = z.dtype
         t_span = cosine_time_grid(self.n_timesteps, device=mu.device)
-        x, mu, mask, spks, cond = (v.to(estimator.dtype) for v in (z, mu, mask, spks, cond))
+        dt_ = estimator.dtype
+        x = z.float()  # fp32 Euler state, as in __call__
+        mu, mask, spks, cond = (v.to(dt_) for v in (mu, mask, spks, cond))
         padded = not bool(mask.bool().all())
         for t, r in zip(t_span[:-1], t_span[1:]):
-            x = x + (r - t) * estimator(x, mask, mu, t.expand(x.size(0)), spks, cond, padded=padded)
+            x = x + (r - t) * estimator(x.to(dt_), mask, mu, t.expand(x.size(0)), spks, cond, padded=padded).float()
         return x.to(out_dtype)
 
 
@@ -126,11 +132,13 @@ class MeanFlowEuler:
         out_dtype = z.dtype
         # fp32 grid, as in EulerCFG: k/n for n = 1, 2, 4 is exact in every dtype anyway.
         t_span = linear_time_grid(self.n_timesteps, device=mu.device)
-        x, mu, mask, spks, cond = (v.to(estimator.dtype) for v in (z, mu, mask, spks, cond))
+        dt_ = estimator.dtype
+        x = z.float()  # fp32 Euler state, as in EulerCFG
+        mu, mask, spks, cond = (v.to(dt_) for v in (mu, mask, spks, cond))
         b = x.size(0)
         padded = not bool(mask.bool().all())
         for t, r in zip(t_span[:-1], t_span[1:]):
-            u = estimator(x, mask, mu, t.expand(b), spks, cond, r=r.expand(b), padded=padded)
+            u = estimator(x.to(dt_), mask, mu, t.expand(b), spks, cond, r=r.expand(b), padded=padded).float()
             x = x + (r - t) * u
         return x.to(out_dtype)
 

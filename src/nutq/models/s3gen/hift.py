@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from .f0 import F0Predictor
@@ -152,11 +153,21 @@ class HiFTGenerator(nn.Module):
         if mel.shape[2] == 0:
             raise ValueError("HiFT got a mel with 0 frames; it needs at least 1 frame")
 
+    def fold_weight_norm(self) -> None:
+        """Replace every weight-norm parametrization (here and in the F0 predictor) by the weight it
+        computes, once: the outputs are the same, without recomputing g·v/‖v‖ for each conv on
+        every call. The loader does it after loading (and casting); state-dict keys then name
+        plain `weight`s, so fold only a module that will not be saved or loaded again."""
+        for m in [m for m in self.modules() if parametrize.is_parametrized(m, "weight")]:
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+
+    after_load = fold_weight_norm  # called by models.loading.load_module
+
     def f0(self, mel: torch.Tensor) -> torch.Tensor:
         """(B, 80, T) -> (B, T) F0 in Hz per mel frame."""
         self._check_mel(mel)
         # The mel may come from a flow in another dtype (bf16 flow, fp32 vocoder).
-        return self.f0_predictor(mel.to(self.conv_pre.parametrizations.weight.original1.dtype))
+        return self.f0_predictor(mel.to(self.conv_pre.bias.dtype))
 
     def source(
         self,
@@ -195,7 +206,7 @@ class HiFTGenerator(nn.Module):
         want = mel.shape[2] * cfg.samples_per_frame
         if s.dim() != 3 or s.shape[1] != 1 or s.shape[2] != want:
             raise ValueError(f"source must be (B, 1, {want}) for {mel.shape[2]} mel frames, got {tuple(s.shape)}")
-        dtype = self.conv_pre.parametrizations.weight.original1.dtype
+        dtype = self.conv_pre.bias.dtype
         s_stft = self._stft(s.squeeze(1)).to(dtype)  # (B, 2·bins, 120·T + 1)
         x = self.conv_pre(mel.to(dtype))
         nk = len(cfg.resblock_kernel_sizes)
