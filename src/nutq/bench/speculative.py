@@ -44,7 +44,7 @@ def run_speculative(args, model_dir) -> int:
     draft = _draft(args.speculative, t3)
     spec = SpecConfig(k=args.spec_k, draft=draft, k_max=max(8, args.spec_k))
     guard = None if args.guard == "none" else resolve_guard(args.guard)
-    voice = tts._voice(None, None)
+    voice = tts.voice(None, None)
     with torch.inference_mode():
         cond = t3.conditioning(voice.speaker_emb, voice.prompt_tokens, voice.exaggeration)
     ids = tts.text_ids(args.text, args.lang)
