@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # After the drain, uvicorn's shutdown waits for connections to close: bounded, so a client that
 # stopped reading cannot hold the process (uvicorn.Config.timeout_graceful_shutdown).
 SHUTDOWN_GRACE_S = 5.0
+_SETTLE_S = 0.25
 
 
 async def cancel_streams(ctx: ServerContext, grace_s: float = SHUTDOWN_GRACE_S) -> int:
@@ -63,6 +64,11 @@ async def cancel_streams(ctx: ServerContext, grace_s: float = SHUTDOWN_GRACE_S) 
             break
         if not live:
             await asyncio.sleep(0.02)  # a stream between admission and its first chunk
+    if n:
+        # A handler lets go of its stream (leaving ctx.live) before it sends its client the last
+        # messages (error, `done`): those sends are a few loop turns away, no I/O wait. Give them
+        # those turns before shutdown closes the sockets with 1012 (seen under load in the suite).
+        await asyncio.sleep(_SETTLE_S)
     return n
 
 

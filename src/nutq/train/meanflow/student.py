@@ -40,15 +40,19 @@ def init_student(teacher_estimator: ConditionalDecoder) -> ConditionalDecoder:
 
 
 def export_student(path: str | Path, teacher_s3gen: nn.Module, student: ConditionalDecoder,
-                   metadata: dict[str, str] | None = None) -> Path:
-    """Write `s3gen_meanflow.safetensors`: every key of the official meanflow S3Gen, in its order."""
+                   metadata: dict[str, str] | None = None, *, teacher_file: str | Path) -> Path:
+    """Write `s3gen_meanflow.safetensors`: every key of the official meanflow S3Gen, in its order:
+    the student's estimator, and everything else bit for bit from the teacher's file (`teacher_file`,
+    its s3gen.pt). Not from the loaded teacher: loading rewrites parts for inference (HiFT's weight
+    norm is folded), so its state dict no longer has the official names."""
     from safetensors.torch import save_file
 
+    from nutq.models.loading import read_state_dict
     from nutq.models.registry import build_meanflow
 
     with torch.device("meta"):
         order = list(build_meanflow(teacher_s3gen.cfg).state_dict())
-    base = teacher_s3gen.state_dict()
+    base = read_state_dict(teacher_file)
     est = student.state_dict()
     out = {}
     for k in order:

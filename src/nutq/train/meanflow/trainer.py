@@ -276,9 +276,12 @@ def distil(teacher_dir, data_dir, out_dir, loop_cfg, cfg: DistillConfig, *, cach
                "examples_per_s": len(steps_run) * loop_cfg.batch_size * loop_cfg.grad_accum / max(seconds, 1e-9),
                "checkpoint": str(result.checkpoint) if result.checkpoint else None}
     if result.status == "done":
+        from nutq.checkpoints.files import resolve
+
         path = export_student(out / MEANFLOW_FILE, teacher, task.export_module(cfg.export),
                               metadata={"nutq": json.dumps({"distilled_from": model_fingerprint(teacher_dir),
-                                                            "steps": result.step, "weights": cfg.export})})
+                                                            "steps": result.step, "weights": cfg.export})},
+                              teacher_file=resolve(teacher_dir, allow_download=False).s3gen)
         summary["export"] = str(path)
     (out / "distill.json").write_text(json.dumps(summary, indent=1))
     return summary
