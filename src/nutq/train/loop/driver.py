@@ -85,6 +85,17 @@ class LoopConfig:
         if self.autocast not in AUTOCAST_MODES:
             raise ValueError(f"autocast must be one of {AUTOCAST_MODES}, got {self.autocast!r}")
 
+    @classmethod
+    def from_args(cls, args) -> "LoopConfig":
+        """From the loop options every `nutq train` command shares (--batch-size, --grad-accum,
+        --epochs, --max-steps, --lr, --weight-decay, --warmup-steps, --clip-grad (0: off),
+        --eval-every, --save-every, --seed, --autocast, --no-tensorboard)."""
+        return cls(batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
+                   max_steps=args.max_steps, lr=args.lr, weight_decay=args.weight_decay,
+                   warmup_steps=args.warmup_steps, clip_grad=args.clip_grad or None, eval_every=args.eval_every,
+                   save_every=args.save_every, seed=args.seed, autocast=args.autocast,
+                   tensorboard=not args.no_tensorboard)
+
 
 class TrainTask(Protocol):
     kind: str

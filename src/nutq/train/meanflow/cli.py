@@ -62,11 +62,7 @@ def _train(args) -> int:
     from .objective import PairConfig
     from .trainer import DistillConfig, distil
 
-    loop = LoopConfig(batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
-                      max_steps=args.max_steps, lr=args.lr, weight_decay=args.weight_decay,
-                      warmup_steps=args.warmup_steps, clip_grad=args.clip_grad or None, eval_every=args.eval_every,
-                      save_every=args.save_every, seed=args.seed, autocast=args.autocast,
-                      tensorboard=not args.no_tensorboard)
+    loop = LoopConfig.from_args(args)
     cfg = DistillConfig(pairs_per_example=args.pairs_per_example, consistency_weight=args.consistency_weight,
                         pairs=PairConfig(steps=args.steps, p_deployed=args.p_deployed, p_equal=args.p_equal),
                         ema_decay=args.ema_decay, eval_examples=args.eval_examples, cache_draws=args.cache_draws,

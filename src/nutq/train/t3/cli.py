@@ -58,11 +58,7 @@ def _train(args) -> int:
     from ..loop import LoopConfig
     from .trainer import T3TrainOptions, train_t3
 
-    loop = LoopConfig(batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs,
-                      max_steps=args.max_steps, lr=args.lr, weight_decay=args.weight_decay,
-                      warmup_steps=args.warmup_steps, clip_grad=args.clip_grad or None, eval_every=args.eval_every,
-                      save_every=args.save_every, seed=args.seed, autocast=args.autocast,
-                      tensorboard=not args.no_tensorboard)
+    loop = LoopConfig.from_args(args)
     opts = T3TrainOptions(loop=loop, mode=args.mode, freeze_layers=args.freeze_layers, lora_rank=args.lora_rank,
                           lora_alpha=args.lora_alpha, text_weight=args.text_weight, device=args.device)
     result, model_dir = train_t3(args.model_dir, args.prepared, args.out, opts, resume=not args.fresh)
