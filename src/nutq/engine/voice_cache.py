@@ -25,7 +25,6 @@ treat them as read-only. Voices reloaded from disk are on the CPU.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
@@ -43,6 +42,7 @@ from ..errors import NutqError
 from .voice import Voice, VoiceError
 from .voice_format import VoiceMeta, load_voice, read_voice_meta, save_voice, voice_nbytes
 from .voice_index import VoiceIndex, clean_leftovers
+from .voice_source import clip_info, file_sig
 from .voice_store_redis import is_store_url
 
 __all__ = ["VoiceCache", "VoiceInfo", "CacheStats", "UnknownVoiceError", "DEFAULT_VOICE_ID", "VOICE_ID_PATTERN"]
@@ -108,30 +108,11 @@ def check_voice_id(voice_id: str) -> str:
     return voice_id
 
 
-def _clip_info(clip: bytes) -> tuple[float | None, int | None]:
-    """(seconds, sample rate) from the clip's header when soundfile can read it; prepare does the checks."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(io.BytesIO(clip))
-        return info.frames / info.samplerate, int(info.samplerate)
-    except Exception:  # noqa: BLE001 - informational only; an unreadable clip fails in prepare
-        return None, None
-
-
 def _detached(v: Voice) -> Voice:
     g = v.gen
     d = lambda t: None if t is None else t.detach()  # noqa: E731
     gen = type(g)(d(g.prompt_token), d(g.prompt_token_len), d(g.prompt_feat), d(g.embedding), d(g.prompt_feat_len))
     return Voice(d(v.speaker_emb), d(v.prompt_tokens), v.exaggeration, gen)
-
-
-def _file_sig(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
 
 
 class VoiceCache:
@@ -187,14 +168,14 @@ class VoiceCache:
         source = sig = None
         if isinstance(clip, (str, Path)):
             source = str(Path(clip).resolve())
-            sig = _file_sig(source)  # before reading: a change after this is noticed on the next get
+            sig = file_sig(source)  # before reading: a change after this is noticed on the next get
             clip = self._read_clip(source)
         elif not isinstance(clip, (bytes, bytearray, memoryview)):
             raise TypeError(f"clip must be bytes or a path, not {type(clip).__name__}")
         clip = bytes(clip)
         h = hashlib.sha256(clip).hexdigest()
         voice_id = voice_id or f"v-{h[:16]}"
-        seconds, sr = _clip_info(clip)
+        seconds, sr = clip_info(clip)
         voice = self._voice_for(h, lambda: clip, persist=True)
         entry = _Entry(h, exaggeration, time.time(), seconds, sr, voice_nbytes(voice), source, sig, owner)
         with self._lock:
@@ -312,7 +293,7 @@ class VoiceCache:
 
     def _refresh_from_source(self, voice_id: str, entry: _Entry) -> _Entry:
         """Re-prepare a file-registered voice whose file changed. A vanished file keeps the last voice."""
-        sig = _file_sig(entry.source)
+        sig = file_sig(entry.source)
         if sig is None:
             log.warning("reference clip %s of voice %r is gone; using the voice made from it before",
                         entry.source, voice_id)
@@ -323,7 +304,7 @@ class VoiceCache:
         h = hashlib.sha256(clip).hexdigest()
         if h != entry.clip_sha256:
             log.info("reference clip %s of voice %r changed; preparing the voice again", entry.source, voice_id)
-            seconds, sr = _clip_info(clip)
+            seconds, sr = clip_info(clip)
             voice = self._voice_for(h, lambda: clip, persist=True)
             new = _Entry(h, entry.exaggeration, time.time(), seconds, sr, voice_nbytes(voice), entry.source, sig)
         else:
@@ -401,7 +382,7 @@ class VoiceCache:
         return voice
 
     def _persist(self, h: str, voice: Voice, clip: bytes) -> None:
-        seconds, sr = _clip_info(clip)
+        seconds, sr = clip_info(clip)
         meta = VoiceMeta(model=self._model, clip_sha256=h, clip_sample_rate=sr, clip_seconds=seconds)
         if self._shared is not None:
             self._shared.save(h, voice, meta)
