@@ -25,6 +25,9 @@ def test_serve_config_refuses_values_that_would_misbehave():
         ServeConfig(api_keys=("",))
     with pytest.raises(ValueError, match="max_input_chars must be >= 1"):
         ServeConfig(max_input_chars=0)
+    # more chunks ahead than the engine ever makes would be an option that silently does nothing
+    with pytest.raises(ValueError, match="stream_buffer_chunks must be <= 4"):
+        ServeConfig(stream_buffer_chunks=5)
 
 
 def test_operations_flags_default_to_the_serve_config_defaults():

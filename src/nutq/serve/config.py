@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..engine.chunk_queue import MAX_UNREAD_CHUNKS
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -31,7 +33,8 @@ class ServeConfig:
     send_timeout_s: a stream whose client accepts no bytes for this long (a send that cannot
         complete: the client stopped reading) is cancelled, its slot freed and its connection closed.
     stream_buffer_chunks: audio chunks the engine may make ahead of a stream's client; beyond that,
-        generation for that stream waits (a slow client costs bounded memory).
+        generation for that stream waits (a slow client costs bounded memory). At most the engine's
+        own bound (`MAX_UNREAD_CHUNKS`), which is the default; a smaller value tightens it.
     max_body_bytes: largest request body of the JSON endpoints (413 before reading a larger
         declared Content-Length; a chunked body is cut off at the limit).
     max_upload_bytes / min_voice_s / max_voice_s: limits on reference clips for new voices.
@@ -62,7 +65,7 @@ class ServeConfig:
     max_frame_bytes: int = 1 << 20
     drain_timeout_s: float = 30.0
     send_timeout_s: float = 15.0
-    stream_buffer_chunks: int = 8
+    stream_buffer_chunks: int = MAX_UNREAD_CHUNKS  # the engine's own bound: a larger value could not take effect
     max_body_bytes: int = 256 << 10
     max_upload_bytes: int = 10 << 20
     min_voice_s: float = 1.0
@@ -88,6 +91,9 @@ class ServeConfig:
                      "max_concurrent_uploads", "max_voices", "max_voices_per_key"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.stream_buffer_chunks > MAX_UNREAD_CHUNKS:
+            raise ValueError(f"stream_buffer_chunks must be <= {MAX_UNREAD_CHUNKS} (the engine's own bound), "
+                             f"got {self.stream_buffer_chunks}")
         for name in ("max_streams", "max_streams_per_key"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {getattr(self, name)}")
