@@ -42,6 +42,8 @@ from .decode import decode_step
 from .kv_pool import ROWS_PER_SESSION, KVPool, PoolExhausted
 from .row_sampler import RowSampler
 from .session import Session, SessionChunk
+from .spec_decode import SpecSession
+from .speculative import SpecConfig
 from .vocoder_worker import END, VocoderTask, VocoderWorker
 
 __all__ = ["Scheduler", "SchedulerBusy", "SchedulerClosed", "SchedulerStats", "LoopStep"]
@@ -74,6 +76,10 @@ class SchedulerStats:
     vocoder_batches: int  # flow calls that rendered chunks of several sessions at once
     vocoder_rows: int  # chunks those calls rendered
     vocoder_retries: int  # batched flow calls that raised; their rows were rendered alone
+    spec_rounds: int = 0  # speculative rounds (one target forward each)
+    spec_drafted: int = 0  # tokens the drafts proposed ...
+    spec_accepted: int = 0  # ... and the target accepted
+    spec_emitted: int = 0  # tokens the rounds emitted (accepted + one resampled or bonus per round)
 
     @property
     def mean_batch(self) -> float:
@@ -86,6 +92,14 @@ class SchedulerStats:
     @property
     def mean_queue_wait_s(self) -> float:
         return self.queue_wait_s_sum / self.admitted if self.admitted else 0.0
+
+    @property
+    def spec_acceptance_rate(self) -> float:
+        return self.spec_accepted / self.spec_drafted if self.spec_drafted else 0.0
+
+    @property
+    def spec_tokens_per_forward(self) -> float:
+        return self.spec_emitted / self.spec_rounds if self.spec_rounds else 0.0
 
 
 class LoopStep:
@@ -120,6 +134,7 @@ class _Job:
         self.continuation = continuation
         self.out = out if out is not None else ChunkQueue()  # SessionChunk, exception, or END
         self.vocoding: VocoderTask | None = None  # made at admission
+        self.spec: SpecSession | None = None  # its draft state, made at its first speculative round
         self.abandoned = False  # the consumer closed its iterator
         self.released = threading.Event()  # the engine is done with it: slot back, or never leased
 
@@ -196,10 +211,15 @@ class Scheduler:
     `vocoder_worker`); default 8 on CUDA, 1 (each alone) on CPU, where the flow is compute-bound:
     a batched call costs as much as its rows alone, and more when their lengths differ (padding;
     benchmarks/vocoder_batch.py), while the first chunk in it waits for all rows.
+
+    `speculative`: while at most `speculative.max_batch` sessions step together, each decodes by
+    draft-and-verify rounds (`spec_decode`) instead, with its own adaptive k; above, plain batched
+    steps. Tokens keep the plain sampler's distribution either way (greedy: the same tokens).
     """
 
     def __init__(self, t3: T3, s3gen: S3Gen, pool: KVPool, step: Callable | None = None, *,
-                 probes: Probes = OFFICIAL.heads, max_queue: int | None = None, vocoder_batch: int | None = None):
+                 probes: Probes = OFFICIAL.heads, max_queue: int | None = None, vocoder_batch: int | None = None,
+                 speculative: SpecConfig | None = None):
         max_queue = pool.slots if max_queue is None else max_queue
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue}")
@@ -208,6 +228,7 @@ class Scheduler:
             step = BatchedStep(t3, pool, probes)
             step.capture()  # a no-op without CUDA graphs
         self.step = step
+        self.speculative = speculative
         self._device = t3.speech_head.weight.device
         # every session's sampler and guard state: one sampling call per step for all of them
         self._rows = RowSampler(t3, pool.slots, max_text=pool.max_len - t3.cfg.len_cond)
@@ -215,7 +236,8 @@ class Scheduler:
         self._waiting: deque[_Job] = deque()  # guarded by _cv
         self._active: list[_Job] = []  # engine thread only
         self._closed = False
-        self._counts = dict(steps=0, step_rows=0, tokens=0, admitted=0, rejected=0)
+        self._counts = dict(steps=0, step_rows=0, tokens=0, admitted=0, rejected=0, spec_rounds=0, spec_drafted=0,
+                            spec_accepted=0, spec_emitted=0)
         self._wait_sum = self._wait_max = 0.0
         vocoder_device = s3gen.flow.encoder_proj.weight.device
         if vocoder_batch is None:
@@ -385,6 +407,9 @@ class Scheduler:
                 with self._cv:  # every session waits for its consumer, which tells nobody: look again soon
                     self._cv.wait(0.005)
             return
+        if self.speculative is not None and len(batch) <= self.speculative.max_batch:
+            self._spec_step(batch)
+            return
         t0 = time.perf_counter()
         sessions = [j.session for j in batch]
         at = [s.next_position for s in sessions]  # never None: sessions at their limit have left
@@ -401,6 +426,46 @@ class Scheduler:
             self._counts["steps"] += 1
             self._counts["step_rows"] += len(batch)
         self._sample(batch, logits, attn, t0)
+
+    def _spec_step(self, batch: list[_Job]) -> None:
+        """One speculative round per session of a small batch, in turn (each its own forward, so a
+        failure is that session's alone)."""
+        for job in batch:
+            t0 = time.perf_counter()
+            try:
+                if job.spec is None:
+                    job.spec = SpecSession(self.speculative, job.session, self._rows)
+                st = job.spec.stats
+                before = (st.rounds, st.drafted, st.accepted, st.emitted)
+                drawn = job.spec.round()
+            except Exception as e:  # noqa: BLE001 - its own draft and forward: this session only
+                self._active.remove(job)
+                self._fail(job, e)
+                continue
+            with self._cv:
+                for name, was in zip(("rounds", "drafted", "accepted", "emitted"), before):
+                    self._counts[f"spec_{name}"] += getattr(st, name) - was
+            self._accept_round(job, drawn, t0)
+
+    def _accept_round(self, job: _Job, drawn: list, t0: float) -> None:
+        """A round's tokens for one session, in order, as `_accept` takes a step's."""
+        s = job.session
+        values = torch.cat([tok for tok, _ in drawn]).tolist()
+        dt = time.perf_counter() - t0
+        with self._cv:
+            self._counts["tokens"] += len(values)
+        s.timings.decode_s += dt
+        for (tok, position), value in zip(drawn, values):
+            s.took(tok, position)
+            more = s.accept(value)
+            if more:
+                self._vocoder.push(job.vocoding, value, s.guard_position)
+            if not more or s.next_position is None:
+                self._active.remove(job)
+                s.end()
+                job.released.set()
+                self._vocoder.flush(job.vocoding)
+                return
 
     def _sample(self, batch: list[_Job], logits: torch.Tensor, attn: torch.Tensor | None, t0: float) -> None:
         """One sampling call (guards included) for every session of `batch`; a failure cannot be
