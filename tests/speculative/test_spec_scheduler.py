@@ -192,3 +192,35 @@ def test_rounds_keep_the_plain_joint_distribution(tts, voice, small_t3):
         drafted, accepted = drafted + sp.stats.drafted, accepted + sp.stats.accepted
     assert 0.05 < accepted / drafted < 0.95  # both branches of the rejection sampler ran
     assert chi2_pvalue(counts, torch.tensor([joint[k] for k in keys]) * n) > P_FLOOR
+
+
+def test_cancel_mid_stream_ends_quietly_and_frees_the_slot(tts, voice):
+    sched, pool, _ = spec_scheduler(tts, SpecConfig(k=2, draft="target", adaptive=False), slots=1)
+    with sched:
+        s = make(tts, voice, pool, 1, SamplingParams(max_new_tokens=200, ignore_eos=True))
+        it = sched.run(s)
+        first = next(it)
+        assert first.audio.size > 0
+        s.cancel()
+        rest = list(it)  # no error, no final chunk after the cancel
+        assert all(not c.is_last for c in rest)
+        assert len(s.ids) < 200
+    assert pool.in_use == 0
+
+
+def test_k_adapts_to_the_sessions_acceptance(tts, voice):
+    """A random draft is almost always rejected: the session's k falls to 1; with draft = target
+    (everything accepted) it climbs to k_max."""
+    for draft, want in ((random_draft(tts.t3, 2, 7), 1), ("target", 8)):
+        pool = KVPool(tts.t3.cfg.llama, 1, 256)  # room for 12 rounds of up to 9 tokens after the prompt
+        rows = RowSampler(tts.t3, 1, max_text=CACHE_LEN - tts.t3.cfg.len_cond)
+        s = make(tts, voice, pool, 1, SamplingParams(max_new_tokens=150, ignore_eos=True))
+        s.took(*rows.sample([0], s.begin(pool.lease(), rows)[None]))
+        s.accept(int(s.fed))
+        sp = SpecSession(SpecConfig(k=4, draft=draft), s, rows)
+        for _ in range(12):
+            for tok, position in sp.round():
+                s.took(tok, position)
+                s.accept(int(tok))
+        s.end()
+        assert sp.ctl.k == want, draft
