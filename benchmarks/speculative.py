@@ -111,8 +111,8 @@ def main() -> int:
     brows = RowSampler(t3, 8, max_text=512)
     for slot in range(8):
         c = bpool.cache.rows(2 * slot, 2)
-        _, a, _ = prefill(t3, cond, text, c, probes)
-        brows.start(slot, params, torch.Generator().manual_seed(slot), OFFICIAL, span, a)
+        _, attn_s, _ = prefill(t3, cond, text, c, probes)
+        brows.start(slot, params, torch.Generator().manual_seed(slot), OFFICIAL, span, attn_s)
 
     def batched(n):
         def run():
@@ -175,10 +175,14 @@ def main() -> int:
     crossover = []
     for alpha in (0.5, 0.6, 0.7, 0.8, 0.9):
         k, rate = best(alpha)
-        wins = [n for n in NS if rate > n / cost[f"batched_{n}"]]
+        max_batch = 0  # the largest N such that rounds win at every batch size up to it
+        for n in NS:
+            if rate <= n / cost[f"batched_{n}"]:
+                break
+            max_batch = n
         crossover.append({"acceptance": alpha, "best_k": k, "rounds_tokens_per_s": rate,
                           "batched_tokens_per_s": {n: n / cost[f"batched_{n}"] for n in NS},
-                          "max_batch": max(wins) if wins else 0})
+                          "max_batch": max_batch})
     result = {
         "machine": {"platform": platform.platform(), "threads": a.threads, "torch": torch.__version__,
                     "note": "shared machine (8 helpers); medians of interleaved rounds"},
