@@ -99,7 +99,7 @@ class ServerContext:
         except BaseException as e:
             lease.release()
             raise self._client_error(e) from e
-        live = LiveStream(self, inner, lease, protocol, t0)
+        live = LiveStream(self, inner, lease, protocol, t0, request)
         try:
             await live._prime()
         except BaseException as e:
@@ -126,8 +126,9 @@ class LiveStream:
     """
 
     def __init__(self, ctx: ServerContext, inner: AsyncSpeechStream, lease: StreamLease, protocol: str,
-                 t0: float):
+                 t0: float, request: SynthesisRequest):
         self.ctx, self.inner, self.lease, self.protocol, self.t0 = ctx, inner, lease, protocol, t0
+        self.request = request  # what the engine was asked: the encoders read its `output`
         self.first: AudioChunk | None = None
         self.audio_s = 0.0
         self.error: Exception | None = None

@@ -32,12 +32,12 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 
-from ..engine.sampling import SamplingParams
 from ..errors import NutqError
 from ..text.segment import PhraseSegmenter
 from .audio_out import Encoder, make_encoder
-from .context import LiveStream, ServerContext, StreamOptions
+from .context import LiveStream, ServerContext
 from .errors import ApiError, api_error_from
+from .extensions import synthesis_request
 from .formats import ENGINE_SAMPLE_RATE, OutputFormat, parse_format
 from .native_protocol import (CLIENT_MESSAGES, AudioMessage, ClientMessage, ConfigMessage, DoneMessage, ErrorMessage,
                               FlushedMessage, SpeakSettings, Timings, TimestampsMessage, WordTiming, pack_audio_frame)
@@ -64,7 +64,9 @@ _FLUSH, _CLOSE = object(), object()
 
 class _Context:
     def __init__(self, cid: str, settings: SpeakSettings, fmt: OutputFormat):
-        self.id, self.settings = cid, settings
+        self.id, self.settings, self.format = cid, settings, fmt
+        # one encoder for the context's whole audio (its phrases are one continuous stream), made
+        # from the format every phrase's request carries
         self.encoder: Encoder = make_encoder(fmt)
         self.segmenter = PhraseSegmenter()
         self.received = 0  # characters of text received so far
@@ -315,11 +317,8 @@ class _Connection:
                                          s.diacritize)
         if not spoken.text:
             return  # punctuation or space only: nothing to say (the engine would refuse it)
-        params = SamplingParams(cfg_weight=s.cfg_weight, temperature=s.temperature,
-                                max_new_tokens=s.max_tokens or self.ctx.config.max_new_tokens)
-        seed = None if s.seed is None else s.seed + c.phrases
-        opts = StreamOptions(phrase.text, s.voice, language, params, seed, s.exaggeration, s.normalize, segment=False,
-                             diacritize=s.diacritize)
+        opts = synthesis_request(s, phrase.text, s.voice, language, self.ctx.config.max_new_tokens, c.format,
+                                 seed_offset=c.phrases, segment=False)
         if c.t_first_ready is None:
             c.t_first_ready = phrase.t_ready
         c.phrases += 1
