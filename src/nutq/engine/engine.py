@@ -193,16 +193,19 @@ class Engine:
 
     # ------------------------------------------------------------------ streaming (the one runtime path)
 
-    def stream(self, request: SynthesisRequest, limit: int | None = None) -> SpeechStream:
+    def stream(self, request: SynthesisRequest, limit: int | None = None,
+               phrases: list[Phrase] | None = None) -> SpeechStream:
         """`request` spoken as a stream of `AudioChunk`s (iterate it, or `async for` it on a loop)
         while T3 is still generating, decoded by the scheduler together with every other stream.
         Bad text, options or voices raise here, before any audio. `limit`: chunks made ahead of
-        the consumer at most (None: the scheduler's bound)."""
+        the consumer at most (None: the scheduler's bound). `phrases`: the request's plan when the
+        caller made it already (`phrases()` of the same text and options), so it is made once."""
         t_request = time.perf_counter()
         guard = resolve_guard(request.guard)
         solver = self._solver_for(request.flow)
         schedule = request.schedule or self.flow.schedule()
-        phrases = self.phrases(request.text, request.lang, request.normalize, request.segment, request.diacritize)
+        if phrases is None:
+            phrases = self.phrases(request.text, request.lang, request.normalize, request.segment, request.diacritize)
         v = self.voice(request.voice, request.exaggeration)
         seed = request.seed if request.seed is not None else int(torch.seed() % 2**31)
         gen, noise = torch.Generator(device=self.device), torch.Generator(device=self.device)

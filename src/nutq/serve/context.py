@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from ..engine.engine import Engine
 from ..engine.request import SynthesisRequest
-from ..engine.stream import AsyncSpeechStream, AudioChunk
+from ..engine.stream import AsyncSpeechStream, AudioChunk, Phrase
 from .config import ServeConfig
 from .errors import ApiError, api_error_from
 from .heap import HeapTrimmer
@@ -79,8 +79,10 @@ class ServerContext:
                            headers={"Retry-After": str(self.config.retry_after_s)})
         return self.limiter.acquire(client)
 
-    async def open_stream(self, opts: StreamOptions, *, client: str, protocol: str) -> "LiveStream":
-        """Start speaking `opts`; returns once the first chunk is ready. Raises `ApiError`."""
+    async def open_stream(self, opts: StreamOptions, *, client: str, protocol: str,
+                          phrases: list[Phrase] | None = None) -> "LiveStream":
+        """Start speaking `opts`; returns once the first chunk is ready. Raises `ApiError`.
+        `phrases`: its plan, when the protocol made it already (`Engine.phrases`)."""
         t0 = time.perf_counter()
         try:
             self.check_text(opts.text)
@@ -94,7 +96,7 @@ class ServerContext:
         try:
             voice = await asyncio.to_thread(self.engine.voices.get, opts.voice if opts.voice is not None else "default")
             request = replace(opts, voice=voice, language=opts.language or self.config.default_language)
-            stream = await asyncio.to_thread(self.engine.stream, request)
+            stream = await asyncio.to_thread(self.engine.stream, request, None, phrases)
             inner = AsyncSpeechStream(stream, max_ahead=self.config.stream_buffer_chunks)
         except BaseException as e:
             lease.release()
