@@ -63,6 +63,8 @@ class ServerContext:
         per_key = self.config.streams_per_key(total)
         self.limiter = StreamLimiter(total, per_key, self.config.retry_after_s)
         self.live: set[LiveStream] = set()
+        # streams whose handler has not yet sent its client the last message (see LiveStream.told)
+        self.telling: set[LiveStream] = set()
         self.heap = HeapTrimmer.for_this_process()
         # First-audio latencies (s) of the latest streams of every protocol, newest last: the
         # window the seed protocol's GET /latency summarizes (Prometheus keeps only buckets).
@@ -106,6 +108,7 @@ class ServerContext:
             await live._prime()
         except BaseException as e:
             await live.aclose()
+            live.told()  # never handed to a protocol: its handler reports the error as a refusal
             raise self._client_error(e) from e
         return live
 
@@ -121,7 +124,9 @@ class LiveStream:
     """`async for chunk in live`: the engine's chunks, the first one already waiting.
 
     `cancel()` (any time, e.g. barge-in) stops generation before the next decode step; `aclose()`
-    also waits for the worker to let go of its KV slot. `abort(err)` is the server's own cancel
+    also waits for the worker to let go of its KV slot. `told()`: the protocol handler has sent its
+    client the last thing it will for this stream (its last audio, an error, `done`, a close, the
+    end of a body); a drain waits for it before shutdown closes the sockets. `abort(err)` is the server's own cancel
     (the drain deadline): iteration then raises `err` instead of ending, so that no protocol
     presents the cut-off audio as complete. Metrics are recorded once, at the end: a stream that
     was cancelled or aborted counts as cancelled, never as completed.
@@ -138,7 +143,9 @@ class LiveStream:
         self._cancelled = False
         self._closed = False
         self._ended = False
+        self._told = asyncio.Event()
         ctx.live.add(self)
+        ctx.telling.add(self)
         ctx.metrics.active.inc()
 
     async def _prime(self) -> None:
@@ -193,6 +200,13 @@ class LiveStream:
         """Cancel for the server's own reason: the consumer gets `err` instead of the stream's end."""
         self.aborted = err
         self.cancel()
+
+    def told(self) -> None:
+        self._told.set()
+        self.ctx.telling.discard(self)
+
+    async def wait_told(self) -> None:
+        await self._told.wait()
 
     async def aclose(self) -> None:
         """Stop (if still running), wait for the engine to release the session, record metrics."""

@@ -248,6 +248,12 @@ class _SpeakSocket:
         except ApiError as e:
             await self._failed(e)
             return
+        try:
+            await self._say(live)
+        finally:
+            live.told()  # its last bytes (or the Warning and close) are out, or never will be
+
+    async def _say(self, live: LiveStream) -> None:
         enc = make_encoder(live.request.output)
         try:
             async for chunk in live:
@@ -293,7 +299,7 @@ def deepgram_router(ctx: ServerContext) -> APIRouter:
             ctx.metrics.error(err)
             return error_response(err, request)
         headers = {"dg-request-id": request_id, "dg-model-name": query.model or voice, "dg-char-count": str(len(text))}
-        return LiveAudioResponse(_audio(live, enc), media_type=opts.output.content_type, on_close=live.cancel,
+        return LiveAudioResponse(_audio(live, enc), media_type=opts.output.content_type, stream=live,
                                  headers=headers)
 
     @router.websocket("/v1/speak")

@@ -79,6 +79,7 @@ class _Context:
         self.closing = False
         self.cancelled = False
         self.speaking = False
+        self.live: LiveStream | None = None  # the latest phrase's stream, told when all of it is sent
         # stats for `done`
         self.phrases = 0
         self.samples = 0  # at the engine's rate: the context's audio clock
@@ -287,6 +288,8 @@ class _Connection:
                 pass
         finally:
             c.speaking = False
+            if c.live is not None:
+                c.live.told()  # the context's last message (done, error) is out, or never will be
 
     async def _speak_queue(self, c: _Context) -> None:
         while True:
@@ -328,6 +331,9 @@ class _Connection:
         c.phrases += 1
         t0 = time.perf_counter()
         live = await self.ctx.open_stream(opts, client=self.client, protocol="native", phrases=planned)
+        if c.live is not None:
+            c.live.told()  # the previous phrase: all its audio was sent
+        c.live = live
         try:
             timer, timed_phrase = None, -1  # the engine phrase being timed (a long one is cut into several)
             async for chunk in live:

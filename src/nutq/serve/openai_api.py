@@ -134,8 +134,8 @@ def openai_router(ctx: ServerContext) -> APIRouter:
             raise api_error_from(e, ctx.config.retry_after_s) from e
         stream = await ctx.open_stream(opts, client=request.state.client, protocol=PROTOCOL)
         if req.stream_format == "sse":
-            return LiveAudioResponse(_sse(stream, enc), media_type="text/event-stream", on_close=stream.cancel,
+            return LiveAudioResponse(_sse(stream, enc), media_type="text/event-stream", stream=stream,
                                      headers={"Cache-Control": "no-cache"})
-        return LiveAudioResponse(_audio(stream, enc), media_type=opts.output.content_type, on_close=stream.cancel)
+        return LiveAudioResponse(_audio(stream, enc), media_type=opts.output.content_type, stream=stream)
 
     return router

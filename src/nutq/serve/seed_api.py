@@ -106,7 +106,7 @@ def seed_router(ctx: ServerContext) -> APIRouter:
             live = await ctx.open_stream(req.options(ctx.config.max_new_tokens), client=client, protocol=PROTOCOL)
         except Exception as e:  # noqa: BLE001 - every failure answered in this protocol's shape
             return _error_response(ctx, e)
-        return LiveAudioResponse(_pcm(live), media_type=live.request.output.content_type, on_close=live.cancel,
+        return LiveAudioResponse(_pcm(live), media_type=live.request.output.content_type, stream=live,
                                  headers=_AUDIO_HEADERS)
 
     @router.get("/latency")
@@ -137,6 +137,12 @@ def seed_router(ctx: ServerContext) -> APIRouter:
             except ApiError as e:
                 await send_error(e)
                 return
+            try:
+                await say(live)
+            finally:
+                live.told()  # its last message (complete, or the error) is out, or never will be
+
+        async def say(live: LiveStream) -> None:
             enc = make_encoder(live.request.output)
             try:
                 async for chunk in live:
