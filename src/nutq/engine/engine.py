@@ -26,10 +26,11 @@ from ..models.loading import DTYPES
 from ..models.quant import load_t3
 from ..models.registry import configs_from_sidecar, load_component, load_meanflow
 from ..rates import SAMPLE_RATE
-from .config import EngineConfig, kv_bytes_per_slot, slots_for_memory
+from .capacity import gpu_slots
+from .config import EngineConfig
 from .flow_options import FlowOptions
 from .generate import generate_speech_tokens
-from .kv_pool import ROWS_PER_SESSION, KVPool
+from .kv_pool import KVPool
 from .phrases import PhrasePlanner
 from .request import SynthesisRequest
 from .scheduler import LoopStep, Scheduler
@@ -104,14 +105,7 @@ class Engine:
         return attach(self.t3, self.s3gen, self.config.onnx_dir)
 
     def _slots_from_gpu_memory(self) -> int:
-        free, _ = torch.cuda.mem_get_info(self.device)
-        llama = self.t3.cfg.llama
-        per_slot = kv_bytes_per_slot(llama.num_layers, llama.num_kv_heads, llama.head_dim, self.config.max_cache_len,
-                                     self.t3.speech_head.weight.dtype, ROWS_PER_SESSION)
-        slots = slots_for_memory(free, per_slot)
-        log.info("KV pool sized from GPU memory: %.1f GiB free, %.0f MiB per session -> %d sessions",
-                 free / 2**30, per_slot / 2**20, slots)
-        return slots
+        return gpu_slots(self.device, self.t3.cfg.llama, self.config.max_cache_len, self.t3.speech_head.weight.dtype)
 
     # ------------------------------------------------------------------ voices and identity
 
