@@ -23,7 +23,9 @@ class _Stream:
     def __init__(self, ctx, slow_s: float | None):
         self.ctx, self.slow_s = ctx, slow_s
         self.last_message_at: float | None = None
-        self._told = asyncio.Event()
+        told = asyncio.Event()
+        self.wait_told = told.wait
+        self._tell = told.set
         ctx.live.add(self)
         ctx.telling.add(self)
 
@@ -40,11 +42,8 @@ class _Stream:
         self.told()
 
     def told(self) -> None:
-        self._told.set()
         self.ctx.telling.discard(self)
-
-    async def wait_told(self) -> None:
-        await self._told.wait()
+        self._tell()
 
     async def aclose(self) -> None:
         self.ctx.live.discard(self)

@@ -1,8 +1,9 @@
 """Output audio formats: what a client may ask for, under each protocol's names, and its MIME type.
 
 An `OutputFormat` (`engine.output`, part of every `SynthesisRequest`) is a codec in a container at
-a sample rate; here, each protocol's names for them (`parse_format`). The engine always produces 24 kHz mono
-float32; every other rate is reached by resampling in the encoder. Three vocabularies map onto it:
+a sample rate; here, each protocol's names for them (`parse_format`). The engine always produces
+24 kHz mono float32; every other rate is reached by resampling in the encoder. Three vocabularies
+map onto it:
 
 | protocol | names                                                                        |
 |----------|------------------------------------------------------------------------------|

@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .audio_out import Encoder, make_encoder
 from .context import LiveStream, ServerContext
-from .extensions import SynthesisExtensions, synthesis_request
+from .extensions import synthesis_request
 from .errors import api_error_from
 from .formats import OutputFormat, parse_format
 from .response import LiveAudioResponse
+from .synthesis_fields import SynthesisFields
 from .voice_names import resolve_voice
 
 __all__ = ["SpeechRequest", "VoiceRef", "openai_router"]
@@ -40,7 +41,7 @@ class VoiceRef(BaseModel):
     id: str = Field(min_length=1)
 
 
-class SpeechRequest(SynthesisExtensions):
+class SpeechRequest(SynthesisFields):
     """Body of `POST /v1/audio/speech`. `model` is accepted for compatibility: one model is served.
     The synthesis options (seed, max_tokens, temperature, cfg_weight, exaggeration, normalize,
     diacritize) are the fields every protocol shares (`synthesis_fields.SynthesisFields`)."""

@@ -1,10 +1,10 @@
 """`SynthesisFields`: the synthesis options every protocol accepts, declared once.
 
-Each protocol's request model derives from it (OpenAI's `SpeechRequest`, the seed's `SeedRequest`,
-Deepgram's `SpeakQuery` through `extensions.SynthesisExtensions`, and the native protocol's
-`SpeakSettings`), choosing only its own strictness and how unknown fields are treated; a new
-option added here appears on all of them, and `extensions.synthesis_request` carries it into the
-engine's `SynthesisRequest`. Pydantic only, so that the native protocol's schema tool stays light.
+Each protocol's request model derives from it (OpenAI's `SpeechRequest` and the native protocol's
+`SpeakSettings` directly, the seed's `SeedRequest` and Deepgram's `SpeakQuery` through
+`extensions.SynthesisExtensions`), choosing only its own strictness and how unknown fields are
+treated; a new option added here appears on all of them, and `extensions.synthesis_request`
+carries it into the engine's `SynthesisRequest`. Pydantic only, so that the native protocol's schema tool stays light.
 
 None for temperature and cfg_weight means the official default (0.8 and 0.5, `SamplingParams`),
 for seed a random one, for max_tokens the server's cap, for exaggeration the voice's own value.
