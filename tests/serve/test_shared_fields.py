@@ -9,6 +9,7 @@ fatha after every letter) takes the `tashkeel` extra's place, so diacritized req
 from __future__ import annotations
 
 import json
+import time
 from urllib.parse import urlencode
 
 import pytest
@@ -96,8 +97,9 @@ def served(tiny_checkpoint):
         return real(request, *a, **kw)
 
     engine.stream = recording
-    with running_server(create_app(tts, ServeConfig(warmup=False, max_new_tokens=50))) as url:
-        yield url, seen
+    app = create_app(tts, ServeConfig(warmup=False, max_new_tokens=50))
+    with running_server(app) as url:
+        yield url, seen, app
     tts.close()
 
 
@@ -117,7 +119,7 @@ def _query() -> dict:
 
 
 def test_openai(served):
-    url, seen = served
+    url, seen, _ = served
     n = len(seen)
     body = {"model": "nutq", "input": TEXT, "voice": "default", "response_format": "wav", "sample_rate": 16000,
             **{k: v for k, (v, _) in SENT.items()}}
@@ -128,7 +130,7 @@ def test_openai(served):
 
 
 def test_seed_http_and_ws(served):
-    url, seen = served
+    url, seen, _ = served
     n = len(seen)
     status, _, _ = http_request(url, "GET", "/tts/stream?" + urlencode({"text": TEXT, **_query()}))
     assert status == 200
@@ -143,7 +145,7 @@ def test_seed_http_and_ws(served):
 
 
 def test_deepgram_rest_and_ws(served):
-    url, seen = served
+    url, seen, _ = served
     n = len(seen)
     q = urlencode({"encoding": "mulaw", "container": "none", **_query()})
     status, _, _ = http_request(url, "POST", "/v1/speak?" + q, json.dumps({"text": TEXT}),
@@ -160,7 +162,7 @@ def test_deepgram_rest_and_ws(served):
 
 
 def test_native(served):
-    url, seen = served
+    url, seen, _ = served
     n = len(seen)
     with ws_connect(url.replace("http", "ws") + "/v1/tts/ws") as ws:
         config = {"type": "config", "context_id": "a", "output_format": "opus", "sample_rate": 48000,
@@ -171,3 +173,28 @@ def test_native(served):
         while not (isinstance(msg := ws.recv(timeout=60), str) and json.loads(msg)["type"] == "done"):
             assert not (isinstance(msg, str) and json.loads(msg)["type"] == "error"), msg
     _check(_last(seen, n), OutputFormat("opus", "ogg", 48000))
+
+
+def test_every_handler_told_the_end_of_its_streams(served):
+    """After the protocols above spoke (sockets closed, bodies read), no stream waits for its handler
+    to send a last message: a drain would otherwise wait for them until its deadline."""
+    _, seen, app = served
+    assert seen
+    deadline = time.monotonic() + 10
+    while app.state.ctx.telling and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not app.state.ctx.telling
+
+
+def test_a_native_phrase_is_told_while_its_context_stays_open(served):
+    """An idle open context must not hold a drain: its spoken phrase's stream is told at its end."""
+    url, _, app = served
+    with ws_connect(url.replace("http", "ws") + "/v1/tts/ws") as ws:
+        for m in ({"type": "text", "context_id": "idle", "text": TEXT}, {"type": "flush", "context_id": "idle"}):
+            ws.send(json.dumps(m))
+        while not (isinstance(msg := ws.recv(timeout=60), str) and json.loads(msg)["type"] == "flushed"):
+            pass
+        deadline = time.monotonic() + 10
+        while app.state.ctx.telling and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not app.state.ctx.telling  # the context is still open here

@@ -79,7 +79,7 @@ class _Context:
         self.closing = False
         self.cancelled = False
         self.speaking = False
-        self.live: LiveStream | None = None  # the latest phrase's stream, told when all of it is sent
+        self.live: LiveStream | None = None  # the latest phrase's stream (told by _speak if it failed)
         # stats for `done`
         self.phrases = 0
         self.samples = 0  # at the engine's rate: the context's audio clock
@@ -331,8 +331,6 @@ class _Connection:
         c.phrases += 1
         t0 = time.perf_counter()
         live = await self.ctx.open_stream(opts, client=self.client, protocol="native", phrases=planned)
-        if c.live is not None:
-            c.live.told()  # the previous phrase: all its audio was sent
         c.live = live
         try:
             timer, timed_phrase = None, -1  # the engine phrase being timed (a long one is cut into several)
@@ -354,6 +352,7 @@ class _Connection:
         finally:
             c.synth_s += time.perf_counter() - t0
             await self._release(live)
+        live.told()  # all its audio is out; when it fails instead, _speak tells it after error + done
 
     def _timer(self, c: _Context, planned: Phrase, language: str) -> WordTimer | None:
         ids = planned.ids.tolist()
