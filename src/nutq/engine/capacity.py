@@ -50,5 +50,8 @@ def planned_capacity(config: EngineConfig, files=None) -> int:
     llama = configs_from_sidecar(files.sidecar if files is not None else {})["t3"].llama
     # the pool takes T3's float dtype (a weight-only quantized T3 keeps fp32 activations)
     dtype = DTYPES.get(cfg.dtype or "fp32", torch.float32)
-    weights = 0 if files is None else sum(Path(p).stat().st_size for p in (files.t3, files.s3gen, files.ve))
+    weights = 0
+    if files is not None:
+        decoder = files.meanflow if cfg.flow.meanflow else files.s3gen  # the one the engine will load
+        weights = sum(Path(p).stat().st_size for p in (files.t3, decoder, files.ve))
     return gpu_slots(torch.device(cfg.device), llama, cfg.max_cache_len, dtype, weights) + cfg.max_queue

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ClientError
+from ..errors import ClientError, EngineError
 from ..text.fit import TextTooLong, split_to_fit
 from .stream import Phrase
 
@@ -39,7 +39,7 @@ class Spoken:
         for t in texts:
             at = self.text.find(t, pos)
             if at < 0:
-                raise AssertionError(f"{t!r} is not a piece of {self.text!r} after position {pos}")
+                raise EngineError(f"{t!r} is not a piece of {self.text!r} after position {pos}")
             out.append(Spoken(t, self.source[at:at + len(t)]))
             pos = at + len(t)
         return out
