@@ -48,3 +48,35 @@ def test_kv_pool_is_sized_from_free_gpu_memory(monkeypatch, tiny_checkpoint):
                            config=EngineConfig(max_cache_len=1500), device=torch.device("cuda"))
     assert Engine._slots_from_gpu_memory(fake) == 20 * 2**30 // per_slot  # half the free memory
     assert slots_for_memory(10**15, per_slot) == 64 and slots_for_memory(1, per_slot) == 1
+
+
+def test_planned_capacity_is_what_the_engine_will_admit(monkeypatch, tiny_checkpoint):
+    """Resolved before loading (what Ray's max_ongoing_requests is set from), equal to the loaded
+    engine's own slots + queue on CPU, and on (mocked) CUDA sized by the engine's formula."""
+    from nutq.checkpoints.files import resolve
+    from nutq.engine.capacity import planned_capacity
+    from nutq.engine.config import DEFAULT_QUEUE
+    from nutq.models.registry import configs_from_sidecar
+
+    files = resolve(tiny_checkpoint, allow_download=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert planned_capacity(EngineConfig(), files) == CPU_SESSIONS + DEFAULT_QUEUE
+    assert planned_capacity(EngineConfig(max_sessions=3, max_queue=5), files) == 8
+    engine = Engine(files, EngineConfig(max_queue=7))
+    assert planned_capacity(EngineConfig(max_queue=7), files) == engine.capacity == CPU_SESSIONS + 7
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    llama = configs_from_sidecar(files.sidecar)["t3"].llama
+    weights = sum(p.stat().st_size for p in (files.t3, files.s3gen, files.ve))
+    per_slot = kv_bytes_per_slot(llama.num_layers, llama.num_kv_heads, llama.head_dim, 1500, torch.bfloat16)
+    free = weights + 20 * per_slot  # room for 10 slots in half of it once the weights are in
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
+    expected = slots_for_memory(free - weights, per_slot) + DEFAULT_QUEUE  # bf16 on CUDA, weights not loaded yet
+    assert planned_capacity(EngineConfig(), files) == expected
+    assert planned_capacity(EngineConfig(), files) != planned_capacity(EngineConfig(dtype="fp32"), files)
+    # ... and the loaded engine, whose weights are then in use, sizes its pool the same way
+    fake = SimpleNamespace(t3=SimpleNamespace(cfg=SimpleNamespace(llama=llama),
+                                              speech_head=SimpleNamespace(weight=torch.zeros(1, dtype=torch.bfloat16))),
+                           config=EngineConfig(), device=torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free - weights, 2 * free))
+    assert Engine._slots_from_gpu_memory(fake) + DEFAULT_QUEUE == expected

@@ -29,3 +29,21 @@ def test_cli_errors_are_one_line_not_tracebacks(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 1
     assert p.stderr.startswith("nutq: error: model directory does not exist") and "Traceback" not in p.stderr
+
+
+def test_cli_help_does_not_import_torch():
+    """`nutq --help`, `nutq serve --help` and `nutq speak --help` build every parser (the optional
+    subcommands included) without torch: help stays instant and works without the model stack."""
+    code = """
+import contextlib, io, sys
+from nutq.cli import main
+shown = {}
+for argv in ([], ["serve"], ["speak"]):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+        main([*argv, "--help"])
+    shown[" ".join(argv)] = out.getvalue()
+assert "serve" in shown[""] and "--max-sessions" in shown["serve"] and "--flow" in shown["speak"], shown
+print(sorted(m for m in ("torch", "torchaudio", "transformers") if m in sys.modules))
+"""
+    assert run_py(code).strip() == "[]"

@@ -142,9 +142,10 @@ def test_ray_serve_config_matches_rays_schema():
     (app,) = doc.applications
     assert app.import_path == "nutq.serve.ray_app:app_builder"
     (dep,) = app.deployments
-    slots = int(app.args["serve_args"][app.args["serve_args"].index("--max-sessions") + 1])
-    assert dep.max_ongoing_requests == slots and dep.ray_actor_options.num_gpus == 1
     args = app.args["serve_args"]
+    slots, queue = (int(args[args.index(flag) + 1]) for flag in ("--max-sessions", "--max-queue"))
+    # what one replica's engine admits (as app_builder would set it): Ray queues beyond that
+    assert dep.max_ongoing_requests == slots + queue and dep.ray_actor_options.num_gpus == 1
     assert dep.graceful_shutdown_timeout_s >= float(args[args.index("--drain-timeout") + 1])
 
 

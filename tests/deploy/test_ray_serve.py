@@ -141,10 +141,28 @@ def test_the_builder_checks_its_arguments_before_any_replica_starts(tiny_checkpo
     with pytest.raises(ValueError, match="unrecognized arguments: --no-such-flag"):
         app_builder({"serve_args": ["--no-such-flag"]})
     app = app_builder({"serve_args": ["--model-dir", str(tiny_checkpoint), "--max-sessions", "6",
-                                      "--drain-timeout", "45"]})
+                                      "--max-queue", "2", "--drain-timeout", "45"]})
     deployment = app._bound_deployment
-    assert deployment.max_ongoing_requests == 6  # Ray queues beyond the engine's slots
+    assert deployment.max_ongoing_requests == 8  # what the engine admits (slots + queue); Ray queues beyond
     assert deployment._deployment_config.graceful_shutdown_timeout_s == 45
+
+
+def test_the_builder_resolves_what_a_replica_admits_without_loading_it(tiny_checkpoint, monkeypatch):
+    import torch
+
+    from nutq.engine.capacity import planned_capacity
+    from nutq.engine.config import CPU_SESSIONS, DEFAULT_QUEUE, EngineConfig
+    from nutq.checkpoints.files import resolve
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    app = app_builder({"serve_args": ["--model-dir", str(tiny_checkpoint)]})
+    assert app._bound_deployment.max_ongoing_requests == CPU_SESSIONS + DEFAULT_QUEUE
+    # on a (mocked) GPU: slots from free memory, as the engine sizes them
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30, 2**31))
+    app = app_builder({"serve_args": ["--model-dir", str(tiny_checkpoint), "--max-queue", "3"]})
+    expected = planned_capacity(EngineConfig(device="cuda", max_queue=3), resolve(tiny_checkpoint))
+    assert app._bound_deployment.max_ongoing_requests == expected > 3 + CPU_SESSIONS
 
 
 def test_deleting_the_application_lets_running_streams_finish(cluster):

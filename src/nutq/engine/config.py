@@ -18,11 +18,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import ClientError
 from .flow_options import FlowOptions, parse_flow
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["EngineConfig", "STEP_KINDS", "CPU_SESSIONS", "DEFAULT_QUEUE", "slots_for_memory", "kv_bytes_per_slot"]
 
@@ -104,6 +106,8 @@ class EngineConfig:
         """The device and dtypes made concrete for this machine ("auto" -> cuda or cpu; None
         dtypes -> bf16 on CUDA, the weights' own fp32 elsewhere). `max_sessions` stays None on
         CUDA (sized from memory once the model is loaded) and becomes `CPU_SESSIONS` on CPU."""
+        import torch  # here, not at the top: `nutq --help` builds its parsers from this module's defaults
+
         device = self.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -121,7 +125,7 @@ class EngineConfig:
 def kv_bytes_per_slot(n_layers: int, n_kv_heads: int, head_dim: int, max_len: int, dtype: torch.dtype,
                       rows: int = 2) -> int:
     """KV cache bytes of one session: keys and values, every layer, its CFG rows, every position."""
-    return 2 * n_layers * rows * n_kv_heads * head_dim * max_len * torch.empty((), dtype=dtype).element_size()
+    return 2 * n_layers * rows * n_kv_heads * head_dim * max_len * dtype.itemsize
 
 
 def slots_for_memory(free_bytes: int, per_slot: int, share: float = GPU_MEMORY_SHARE,

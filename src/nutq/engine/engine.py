@@ -26,10 +26,11 @@ from ..models.loading import DTYPES
 from ..models.quant import load_t3
 from ..models.registry import configs_from_sidecar, load_component, load_meanflow
 from ..rates import SAMPLE_RATE
-from .config import EngineConfig, kv_bytes_per_slot, slots_for_memory
+from .capacity import gpu_slots
+from .config import EngineConfig
 from .flow_options import FlowOptions
 from .generate import generate_speech_tokens
-from .kv_pool import ROWS_PER_SESSION, KVPool
+from .kv_pool import KVPool
 from .phrases import PhrasePlanner
 from .request import SynthesisRequest
 from .scheduler import LoopStep, Scheduler
@@ -121,14 +122,7 @@ class Engine:
                           max_batch=cfg.spec_max_batch)
 
     def _slots_from_gpu_memory(self) -> int:
-        free, _ = torch.cuda.mem_get_info(self.device)
-        llama = self.t3.cfg.llama
-        per_slot = kv_bytes_per_slot(llama.num_layers, llama.num_kv_heads, llama.head_dim, self.config.max_cache_len,
-                                     self.t3.speech_head.weight.dtype, ROWS_PER_SESSION)
-        slots = slots_for_memory(free, per_slot)
-        log.info("KV pool sized from GPU memory: %.1f GiB free, %.0f MiB per session -> %d sessions",
-                 free / 2**30, per_slot / 2**20, slots)
-        return slots
+        return gpu_slots(self.device, self.t3.cfg.llama, self.config.max_cache_len, self.t3.speech_head.weight.dtype)
 
     # ------------------------------------------------------------------ voices and identity
 
@@ -210,16 +204,19 @@ class Engine:
 
     # ------------------------------------------------------------------ streaming (the one runtime path)
 
-    def stream(self, request: SynthesisRequest, limit: int | None = None) -> SpeechStream:
+    def stream(self, request: SynthesisRequest, limit: int | None = None,
+               phrases: list[Phrase] | None = None) -> SpeechStream:
         """`request` spoken as a stream of `AudioChunk`s (iterate it, or `async for` it on a loop)
         while T3 is still generating, decoded by the scheduler together with every other stream.
         Bad text, options or voices raise here, before any audio. `limit`: chunks made ahead of
-        the consumer at most (None: the scheduler's bound)."""
+        the consumer at most (None: the scheduler's bound). `phrases`: the request's plan when the
+        caller made it already (`phrases()` of the same text and options), so it is made once."""
         t_request = time.perf_counter()
         guard = resolve_guard(request.guard)
         solver = self._solver_for(request.flow)
         schedule = request.schedule or self.flow.schedule()
-        phrases = self.phrases(request.text, request.lang, request.normalize, request.segment, request.diacritize)
+        if phrases is None:
+            phrases = self.phrases(request.text, request.lang, request.normalize, request.segment, request.diacritize)
         v = self.voice(request.voice, request.exaggeration)
         seed = request.seed if request.seed is not None else int(torch.seed() % 2**31)
         gen, noise = torch.Generator(device=self.device), torch.Generator(device=self.device)

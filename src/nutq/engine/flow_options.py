@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from ..models.s3gen.cfm import EulerCFG, MeanFlowEuler, Solver
 from .chunking import CFM_SCHEDULE, MEANFLOW_SCHEDULE, ChunkSchedule
+
+if TYPE_CHECKING:
+    from ..models.s3gen.cfm import Solver
 
 __all__ = ["FlowOptions", "KINDS", "parse_flow"]
 
@@ -60,6 +63,10 @@ class FlowOptions:
 
     def solver(self) -> Solver:
         """The decoder's official solver (the solvers' own defaults), with `steps` / `cfg_rate` set."""
+        # The solvers live with the model (torch); importing them here keeps the CLI's parsers,
+        # which only name flow kinds, free of torch (`nutq --help`).
+        from ..models.s3gen.cfm import EulerCFG, MeanFlowEuler
+
         if self.meanflow:
             return MeanFlowEuler() if self.steps is None else MeanFlowEuler(self.steps)
         base = EulerCFG()
@@ -73,6 +80,8 @@ class FlowOptions:
     @property
     def label(self) -> str:
         """A short name for logs and benchmark tables, e.g. "cfm-10", "cfm-10-cfg0", "meanflow-2"."""
+        from ..models.s3gen.cfm import EulerCFG
+
         solver = self.solver()
         s = f"{self.kind}-{solver.n_timesteps}"
         if not self.meanflow and solver.cfg_rate != EulerCFG().cfg_rate:

@@ -12,13 +12,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ClientError
+from ..errors import ClientError, EngineError
 from ..text.fit import TextTooLong, split_to_fit
 from .stream import Phrase
 
-__all__ = ["PhrasePlanner", "ENDINGS", "Spoken", "spoken_text"]
+__all__ = ["NothingToSay", "PhrasePlanner", "ENDINGS", "Spoken", "spoken_text"]
 
 ENDINGS = tuple(".!?-,؟،؛。？！")  # the official pipeline ends every utterance with one of these
+
+
+class NothingToSay(ClientError):
+    """The text is empty after normalization (spaces, or only what the frontend drops)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,18 @@ class Spoken:
 
     text: str
     source: tuple[tuple[int, int], ...]
+
+    def pieces(self, texts: list[str]) -> list["Spoken"]:
+        """The maps of `texts`, consecutive pieces of this text in order (what `split_to_fit`
+        cuts it into: words joined by single spaces, or parts of one word)."""
+        out, pos = [], 0
+        for t in texts:
+            at = self.text.find(t, pos)
+            if at < 0:
+                raise EngineError(f"{t!r} is not a piece of {self.text!r} after position {pos}")
+            out.append(Spoken(t, self.source[at:at + len(t)]))
+            pos = at + len(t)
+        return out
 
 
 def _collapse_spaces(text: str) -> Spoken:
@@ -111,7 +127,7 @@ class PhrasePlanner:
         """The ids of `text` spoken as one utterance; TextTooLong beyond T3's text positions."""
         spoken = self.spoken(text, language, normalize, diacritize)
         if not spoken:
-            raise ClientError("nothing to say: the text is empty after normalization")
+            raise NothingToSay("nothing to say: the text is empty after normalization")
         ids = self.ids(spoken, language)
         limit = self.cfg.max_text_tokens + 2
         if len(ids) > limit:
@@ -119,16 +135,17 @@ class PhrasePlanner:
                               f"{limit} in one utterance (stream() splits longer text)")
         return ids
 
-    def _fitted(self, spoken: str, language: str) -> list[torch.Tensor]:
-        limit, ids = self.token_limit, self.ids(spoken, language)
+    def _fitted(self, spoken: Spoken, language: str) -> list[tuple[Spoken, torch.Tensor]]:
+        limit, ids = self.token_limit, self.ids(spoken.text, language)
         if len(ids) <= limit:
-            return [ids]
-        pieces = split_to_fit(spoken, lambda t: len(self.ids(t, language)), limit)
-        return [self.ids(piece, language) for piece in pieces]
+            return [(spoken, ids)]
+        pieces = spoken.pieces(split_to_fit(spoken.text, lambda t: len(self.ids(t, language)), limit))
+        return [(piece, self.ids(piece.text, language)) for piece in pieces]
 
     def plan(self, text: str, language: str, normalize: bool = True, segment: bool = True,
              diacritize: bool = False) -> list[Phrase]:
-        """The phrases of a request (`segment=False`: the text whole); errors surface here."""
+        """The phrases of a request (`segment=False`: the text whole), each with its character map;
+        errors surface here (`NothingToSay` when no phrase says anything)."""
         from ..text.segment import PhraseSegmenter
 
         if segment:
@@ -138,12 +155,12 @@ class PhrasePlanner:
             pieces = [text]
         out, start = [], 0
         for piece in pieces:  # exact consecutive slices of `text` (PhraseSegmenter's contract)
-            spoken = self.spoken(piece, language, normalize, diacritize)
-            # a phrase of punctuation or spaces only says nothing; one too long for the model is
-            # spoken as several, each naming the slice it was cut from
-            for ids in self._fitted(spoken, language) if spoken else ():
-                out.append(Phrase(piece, start, ids))
+            spoken = self.spoken_map(piece, language, normalize, diacritize)
+            # a phrase of spaces only says nothing; one too long for the model is spoken as
+            # several, each naming the slice it was cut from (and mapping into it)
+            for part, ids in self._fitted(spoken, language) if spoken.text else ():
+                out.append(Phrase(piece, start, ids, part))
             start += len(piece)
         if not out:
-            raise ClientError("nothing to say: the text is empty after normalization")
+            raise NothingToSay("nothing to say: the text is empty after normalization")
         return out

@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import ClientError
 from .alignment import GuardConfig
 from .chunking import ChunkSchedule
 from .flow_options import FlowOptions
+from .output import OutputFormat
 from .sampling import SamplingParams
 from .voice import Voice
 
@@ -26,7 +28,8 @@ class SynthesisRequest:
     normalize / diacritize: the Arabic text frontend, and harakat first (the `tashkeel` extra);
     segment: speak phrase by phrase (False: one utterance, as the official `generate`); flow:
     steps/CFG of the loaded decoder for this request only; schedule: chunk sizes (None: the
-    decoder's)."""
+    decoder's); output: how the audio leaves the server (`OutputFormat`, checked when it is built;
+    the engine itself always produces float32 at 24 kHz, which the default describes)."""
 
     text: str
     voice: Voice | str | Path | bytes | None = None
@@ -40,6 +43,11 @@ class SynthesisRequest:
     guard: GuardConfig | str | None = "official"
     flow: FlowOptions | None = None
     schedule: ChunkSchedule | None = None
+    output: OutputFormat = OutputFormat()
+
+    def __post_init__(self):
+        if not isinstance(self.output, OutputFormat):
+            raise ClientError(f"output must be an OutputFormat, got {type(self.output).__name__}")
 
     @property
     def lang(self) -> str:

@@ -16,11 +16,15 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .session import Session, SessionChunk, SessionTimings
 from .chunk_queue import ChunkQueue, LoopChunkQueue
+
+if TYPE_CHECKING:
+    from .phrases import Spoken
 
 __all__ = ["AudioChunk", "SpeechStream", "AsyncSpeechStream", "Phrase", "Runner"]
 
@@ -30,6 +34,9 @@ class Phrase:
     text: str  # as the user wrote it (a slice of the request)
     start: int  # character offset of `text` in the request
     ids: object  # torch (T,) text ids with SOT/EOT
+    # what T3 reads (the text `ids` encode, before the final "." the planner may add), with each
+    # character's span in `text`: computed once by the planner, read by word timestamps too
+    spoken: Spoken | None = None
 
 
 @dataclass(frozen=True)

@@ -112,16 +112,12 @@ def build(args):
     """(app, engine, config) from parsed `nutq serve` arguments, logging configured: what `nutq serve`
     runs under uvicorn, and a Ray Serve replica (`serve.ray_app`) under Ray's proxy."""
     from ..checkpoints.files import resolve
-    from ..engine.config import EngineConfig
     from ..engine.engine import Engine
     from .app import create_app
     from .logs import configure_logging
     from .voice_names import parse_aliases
 
-    engine_config = EngineConfig(device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype,
-                                 flow=flow_from_args(args), max_sessions=args.max_sessions, max_queue=args.max_queue,
-                                 voice_store=args.voice_store,
-                                 **speculative_from_args(args))  # checked before anything loads
+    engine_config = engine_config_from(args)  # checked before anything loads
     env_keys = [k.strip() for k in os.environ.get("NUTQ_API_KEYS", "").split(",") if k.strip()]
     config = ServeConfig(api_keys=tuple(args.api_key + env_keys), max_input_chars=args.max_input_chars,
                          default_language=args.language, warmup=not args.no_warmup,
@@ -138,3 +134,12 @@ def build(args):
         from .demo import install_demo
         install_demo(app)
     return app, engine, config
+
+
+def engine_config_from(args):
+    """The `EngineConfig` parsed `nutq serve` arguments describe."""
+    from ..engine.config import EngineConfig
+
+    return EngineConfig(device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype, flow=flow_from_args(args),
+                        max_sessions=args.max_sessions, max_queue=args.max_queue, voice_store=args.voice_store,
+                        **speculative_from_args(args))

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from ..engine.engine import Engine
 from ..engine.request import SynthesisRequest
-from ..engine.stream import AsyncSpeechStream, AudioChunk
+from ..engine.stream import AsyncSpeechStream, AudioChunk, Phrase
 from .config import ServeConfig
 from .errors import ApiError, api_error_from
 from .heap import HeapTrimmer
@@ -63,6 +63,8 @@ class ServerContext:
         per_key = self.config.streams_per_key(total)
         self.limiter = StreamLimiter(total, per_key, self.config.retry_after_s)
         self.live: set[LiveStream] = set()
+        # streams whose handler has not yet sent its client the last message (see LiveStream.told)
+        self.telling: set[LiveStream] = set()
         self.heap = HeapTrimmer.for_this_process()
         # First-audio latencies (s) of the latest streams of every protocol, newest last: the
         # window the seed protocol's GET /latency summarizes (Prometheus keeps only buckets).
@@ -79,8 +81,10 @@ class ServerContext:
                            headers={"Retry-After": str(self.config.retry_after_s)})
         return self.limiter.acquire(client)
 
-    async def open_stream(self, opts: StreamOptions, *, client: str, protocol: str) -> "LiveStream":
-        """Start speaking `opts`; returns once the first chunk is ready. Raises `ApiError`."""
+    async def open_stream(self, opts: StreamOptions, *, client: str, protocol: str,
+                          phrases: list[Phrase] | None = None) -> "LiveStream":
+        """Start speaking `opts`; returns once the first chunk is ready. Raises `ApiError`.
+        `phrases`: its plan, when the protocol made it already (`Engine.phrases`)."""
         t0 = time.perf_counter()
         try:
             self.check_text(opts.text)
@@ -94,16 +98,17 @@ class ServerContext:
         try:
             voice = await asyncio.to_thread(self.engine.voices.get, opts.voice if opts.voice is not None else "default")
             request = replace(opts, voice=voice, language=opts.language or self.config.default_language)
-            stream = await asyncio.to_thread(self.engine.stream, request)
+            stream = await asyncio.to_thread(self.engine.stream, request, None, phrases)
             inner = AsyncSpeechStream(stream, max_ahead=self.config.stream_buffer_chunks)
         except BaseException as e:
             lease.release()
             raise self._client_error(e) from e
-        live = LiveStream(self, inner, lease, protocol, t0)
+        live = LiveStream(self, inner, lease, protocol, t0, request)
         try:
             await live._prime()
         except BaseException as e:
             await live.aclose()
+            live.told()  # never handed to a protocol: its handler reports the error as a refusal
             raise self._client_error(e) from e
         return live
 
@@ -119,15 +124,18 @@ class LiveStream:
     """`async for chunk in live`: the engine's chunks, the first one already waiting.
 
     `cancel()` (any time, e.g. barge-in) stops generation before the next decode step; `aclose()`
-    also waits for the worker to let go of its KV slot. `abort(err)` is the server's own cancel
+    also waits for the worker to let go of its KV slot. `told()`: the protocol handler has sent its
+    client the last thing it will for this stream (its last audio, an error, `done`, a close, the
+    end of a body); a drain waits for it before shutdown closes the sockets. `abort(err)` is the server's own cancel
     (the drain deadline): iteration then raises `err` instead of ending, so that no protocol
     presents the cut-off audio as complete. Metrics are recorded once, at the end: a stream that
     was cancelled or aborted counts as cancelled, never as completed.
     """
 
     def __init__(self, ctx: ServerContext, inner: AsyncSpeechStream, lease: StreamLease, protocol: str,
-                 t0: float):
+                 t0: float, request: SynthesisRequest):
         self.ctx, self.inner, self.lease, self.protocol, self.t0 = ctx, inner, lease, protocol, t0
+        self.request = request  # what the engine was asked: the encoders read its `output`
         self.first: AudioChunk | None = None
         self.audio_s = 0.0
         self.error: Exception | None = None
@@ -135,7 +143,9 @@ class LiveStream:
         self._cancelled = False
         self._closed = False
         self._ended = False
+        self._told = asyncio.Event()
         ctx.live.add(self)
+        ctx.telling.add(self)
         ctx.metrics.active.inc()
 
     async def _prime(self) -> None:
@@ -190,6 +200,13 @@ class LiveStream:
         """Cancel for the server's own reason: the consumer gets `err` instead of the stream's end."""
         self.aborted = err
         self.cancel()
+
+    def told(self) -> None:
+        self._told.set()
+        self.ctx.telling.discard(self)
+
+    async def wait_told(self) -> None:
+        await self._told.wait()
 
     async def aclose(self) -> None:
         """Stop (if still running), wait for the engine to release the session, record metrics."""

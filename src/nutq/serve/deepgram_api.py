@@ -42,7 +42,7 @@ from ..text.segment import PhraseSegmenter
 from .audio_out import Encoder, make_encoder
 from .context import LiveStream, ServerContext
 from .errors import ApiError, api_error_from, ws_close_code
-from .extensions import SynthesisExtensions, validate
+from .extensions import SynthesisExtensions, synthesis_request, validate
 from .formats import OutputFormat, UnsupportedFormat, parse_format
 from .response import LiveAudioResponse
 from .speech_queue import SpeechQueue
@@ -241,13 +241,20 @@ class _SpeakSocket:
         if isinstance(job, _Flush):
             await self.send_json({"type": "Flushed", "sequence_id": job.sequence_id})
             return
-        opts = self.query.stream_options(job.text, self.voice, self.query.language, self.ctx.config.max_new_tokens)
+        opts = synthesis_request(self.query, job.text, self.voice, self.query.language, self.ctx.config.max_new_tokens,
+                                 self.fmt)
         try:
             live = await self.ctx.open_stream(opts, client=self.client, protocol=PROTOCOL)
         except ApiError as e:
             await self._failed(e)
             return
-        enc = make_encoder(self.fmt)
+        try:
+            await self._say(live)
+        finally:
+            live.told()  # its last bytes (or the Warning and close) are out, or never will be
+
+    async def _say(self, live: LiveStream) -> None:
+        enc = make_encoder(live.request.output)
         try:
             async for chunk in live:
                 data = await enc.aencode(chunk.audio)
@@ -283,16 +290,17 @@ def deepgram_router(ctx: ServerContext) -> APIRouter:
             query = validate(SpeakQuery, dict(request.query_params))
             text = _text_of(await request.body())
             fmt = query.rest_format()
-            enc = make_encoder(fmt)
             voice = await resolve_voice(ctx, query.model, PROTOCOL)
-            opts = query.stream_options(text, voice, query.language, ctx.config.max_new_tokens)
+            opts = synthesis_request(query, text, voice, query.language, ctx.config.max_new_tokens, fmt)
+            enc = make_encoder(opts.output)
             live = await ctx.open_stream(opts, client=client, protocol=PROTOCOL)
         except Exception as e:  # noqa: BLE001 - every failure answered in Deepgram's shape
             err = api_error_from(e, ctx.config.retry_after_s)
             ctx.metrics.error(err)
             return error_response(err, request)
         headers = {"dg-request-id": request_id, "dg-model-name": query.model or voice, "dg-char-count": str(len(text))}
-        return LiveAudioResponse(_audio(live, enc), media_type=fmt.content_type, on_close=live.cancel, headers=headers)
+        return LiveAudioResponse(_audio(live, enc), media_type=opts.output.content_type, stream=live,
+                                 headers=headers)
 
     @router.websocket("/v1/speak")
     async def speak_ws(ws: WebSocket):

@@ -38,20 +38,19 @@ log = logging.getLogger(__name__)
 # After the drain, uvicorn's shutdown waits for connections to close: bounded, so a client that
 # stopped reading cannot hold the process (uvicorn.Config.timeout_graceful_shutdown).
 SHUTDOWN_GRACE_S = 5.0
-_SETTLE_S = 0.25
 
 
 async def cancel_streams(ctx: ServerContext, grace_s: float = SHUTDOWN_GRACE_S) -> int:
     """Cancel every running stream and wait until each has let go of its session; also catches
     streams that were still starting (admitted, not yet live) for up to `grace_s`. Returns how many
     were cancelled."""
-    n = 0
+    aborted: list = []
     deadline = time.monotonic() + grace_s
     while ctx.live or ctx.limiter.active:
         live = list(ctx.live)
         for stream in live:
             stream.abort(_cut_off())  # all at once: each stops within one decode step
-        n += len(live)
+        aborted += live
         # Let each protocol handler take the abort, tell its client (error, `done`, a cut-off body)
         # and close its stream itself: shutting down first would close WebSockets with 1012 before
         # those last messages went out. Streams still open after the grace are closed here.
@@ -64,12 +63,17 @@ async def cancel_streams(ctx: ServerContext, grace_s: float = SHUTDOWN_GRACE_S) 
             break
         if not live:
             await asyncio.sleep(0.02)  # a stream between admission and its first chunk
-    if n:
+    if aborted:
         # A handler lets go of its stream (leaving ctx.live) before it sends its client the last
-        # messages (error, `done`): those sends are a few loop turns away, no I/O wait. Give them
-        # those turns before shutdown closes the sockets with 1012 (seen under load in the suite).
-        await asyncio.sleep(_SETTLE_S)
-    return n
+        # messages (error, `done`, the end of a body): wait until each says it has (`told`), so
+        # that shutdown does not close the sockets with 1012 first; bounded by the same grace.
+        waits = [asyncio.ensure_future(s.wait_told()) for s in aborted]
+        _, late = await asyncio.wait(waits, timeout=max(deadline - time.monotonic(), 0.0))
+        for w in late:
+            w.cancel()
+        if late:
+            log.warning("%d cancelled streams did not tell their clients within %g s", len(late), grace_s)
+    return len(aborted)
 
 
 def _cut_off() -> ApiError:
@@ -112,7 +116,8 @@ class DrainingServer(uvicorn.Server):
             self._announced = True
             log.info("draining: %d streams running; new ones are refused; waiting up to %g s",
                      len(ctx.live), ctx.config.drain_timeout_s)
-        if not ctx.live and not ctx.limiter.active:
+        if not ctx.live and not ctx.limiter.active and not ctx.telling:
+            # `telling`: a finished stream's handler may still be sending its last message
             log.info("drained: no streams running; shutting down")
             return True
         if time.monotonic() >= self._deadline:

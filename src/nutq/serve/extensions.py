@@ -1,5 +1,6 @@
-"""nutq's synthesis options on protocols that have no words for them (Deepgram's query string, the
-seed's request JSON), and one way to validate a protocol's request shape into an `ApiError`.
+"""How every protocol's validated fields become the engine's request (`synthesis_request`), the
+shared field set as compatibility protocols take it (`SynthesisExtensions`), and one way to
+validate a protocol's request shape into an `ApiError`.
 
 A client of those protocols that sends none of these fields gets the official sampling defaults,
 a random seed and the server's token cap, exactly as before the fields existed.
@@ -10,42 +11,41 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ..engine.output import OutputFormat
+from ..engine.request import SynthesisRequest
 from ..engine.sampling import SamplingParams
-from .context import StreamOptions
 from .errors import ApiError
+from .synthesis_fields import SynthesisFields
 
-__all__ = ["SynthesisExtensions", "validate"]
+__all__ = ["SynthesisExtensions", "SynthesisFields", "synthesis_request", "validate"]
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class SynthesisExtensions(BaseModel):
-    """Optional fields every compatibility protocol accepts. Unknown fields are ignored: these
-    protocols have clients that send their original service's other options."""
+class SynthesisExtensions(SynthesisFields):
+    """The shared fields on protocols that have no words for them (Deepgram's query string, the
+    seed's request JSON). Unknown fields are ignored: these protocols have clients that send their
+    original service's other options."""
 
     model_config = ConfigDict(extra="ignore")
 
-    seed: int | None = Field(None, ge=0, lt=2**62,
-                             description="the same seed, text and settings give the same audio")
-    max_tokens: int | None = Field(None, ge=1, description="speech-token cap per phrase (25 per second)")
-    temperature: float | None = Field(None, gt=0.0, le=5.0)
-    cfg_weight: float | None = Field(None, ge=0.0, le=2.0)
-    exaggeration: float | None = Field(None, ge=0.0, le=2.0, description="emotion intensity; None keeps the voice's")
-    normalize: bool = Field(True, description="run the Arabic text frontend (numbers, abbreviations, ...)")
-    diacritize: bool = Field(False, description="add harakat to Arabic first (server needs the tashkeel extra)")
 
-    def stream_options(self, text: str, voice: str, language: str | None, max_new_tokens: int) -> StreamOptions:
-        """`max_new_tokens`: the server's cap, used when the request sets none (open_stream
-        refuses a request above it)."""
-        params = SamplingParams(max_new_tokens=self.max_tokens or max_new_tokens)
-        if self.temperature is not None:
-            params = replace(params, temperature=self.temperature)
-        if self.cfg_weight is not None:
-            params = replace(params, cfg_weight=self.cfg_weight)
-        return StreamOptions(text, voice, language, params, self.seed, self.exaggeration, self.normalize,
-                             diacritize=self.diacritize)
+def synthesis_request(fields: SynthesisFields, text: str, voice: str, language: str | None, max_new_tokens: int,
+                      output: OutputFormat, *, seed_offset: int = 0, segment: bool = True) -> SynthesisRequest:
+    """The engine's request from a protocol's validated fields: the one place each shared field is
+    carried over. `max_new_tokens`: the server's cap, used when the request sets none (open_stream
+    refuses a request above it); `seed_offset` is added to a given seed (the native protocol's
+    phrase i speaks with seed + i)."""
+    params = SamplingParams(max_new_tokens=fields.max_tokens or max_new_tokens)
+    if fields.temperature is not None:
+        params = replace(params, temperature=fields.temperature)
+    if fields.cfg_weight is not None:
+        params = replace(params, cfg_weight=fields.cfg_weight)
+    seed = None if fields.seed is None else fields.seed + seed_offset
+    return SynthesisRequest(text, voice, language, params, seed, fields.exaggeration, fields.normalize,
+                            segment=segment, diacritize=fields.diacritize, output=output)
 
 
 def validate(model: type[M], data: object, *, strict: bool = False) -> M:

@@ -24,6 +24,8 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
+from .synthesis_fields import SynthesisFields
+
 __all__ = [
     "AudioMessage", "CancelMessage", "ClientMessage", "CloseContextMessage", "ConfigMessage", "DoneMessage",
     "ErrorMessage", "FlushMessage", "FlushedMessage", "ServerMessage", "SpeakSettings", "TextMessage",
@@ -35,18 +37,25 @@ MAX_CONTEXT_ID = 64
 ContextId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CONTEXT_ID, pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
+# strict: "0.5" is not a number and 1 is not a string; a client's type mistakes are reported,
+# not guessed at. forbid: a misspelt field is an error, not silently ignored.
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
 class _Message(BaseModel):
-    # strict: "0.5" is not a number and 1 is not a string; a client's type mistakes are reported,
-    # not guessed at. forbid: a misspelt field is an error, not silently ignored.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = _STRICT
 
 
 # ---------------------------------------------------------------------------------------- client
 
 
-class SpeakSettings(_Message):
+class SpeakSettings(SynthesisFields):
     """How a context is spoken. Every field has the server's default; a `config` message changes
-    only the fields it names."""
+    only the fields it names. The synthesis options (seed, max_tokens, temperature, cfg_weight,
+    exaggeration, normalize, diacritize) are the ones every nutq protocol shares; here phrase i of
+    a context is sampled with seed + i."""
+
+    model_config = _STRICT
 
     voice: str = Field("default", min_length=1, max_length=128,
                        description="a registered voice id, or 'default' for the checkpoint's built-in voice")
@@ -60,16 +69,6 @@ class SpeakSettings(_Message):
         "binary", description="binary: audio in binary frames (see the spec for the framing); "
                               "base64: audio in JSON `audio` messages")
     timestamps: bool = Field(True, description="send word `timestamps` messages")
-    temperature: float = Field(0.8, gt=0.0, le=5.0)
-    cfg_weight: float = Field(0.5, ge=0.0, le=2.0, description="classifier-free guidance weight")
-    exaggeration: float | None = Field(None, ge=0.0, le=2.0, description="emotion intensity; null: the voice's own")
-    seed: int | None = Field(None, ge=0, lt=2**62, description="phrase i of a context is sampled with seed + i; "
-                                                                "null: random")
-    max_tokens: int | None = Field(None, ge=1, description="speech-token cap per phrase (25 per second of audio); "
-                                                           "null: the server's cap")
-    normalize: bool = Field(True, description="run the Arabic text frontend (numbers, abbreviations, ...)")
-    diacritize: bool = Field(False, description="add harakat to Arabic first (server needs the tashkeel extra); "
-                             "word timestamps are not sent for diacritized phrases")
 
 
 class ConfigMessage(SpeakSettings):

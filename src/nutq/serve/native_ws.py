@@ -32,16 +32,18 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 
-from ..engine.sampling import SamplingParams
+from ..engine.phrases import NothingToSay
+from ..engine.stream import Phrase
 from ..errors import NutqError
 from ..text.segment import PhraseSegmenter
 from .audio_out import Encoder, make_encoder
-from .context import LiveStream, ServerContext, StreamOptions
+from .context import LiveStream, ServerContext
 from .errors import ApiError, api_error_from
+from .extensions import synthesis_request
 from .formats import ENGINE_SAMPLE_RATE, OutputFormat, parse_format
 from .native_protocol import (CLIENT_MESSAGES, AudioMessage, ClientMessage, ConfigMessage, DoneMessage, ErrorMessage,
                               FlushedMessage, SpeakSettings, Timings, TimestampsMessage, WordTiming, pack_audio_frame)
-from .timestamps import Spoken, WordTimer, phrase_words
+from .timestamps import WordTimer, phrase_words
 from .ws_util import SlowConsumer, WsReceiver, authenticate_ws
 
 __all__ = ["native_router", "MAX_CONTEXTS"]
@@ -64,7 +66,9 @@ _FLUSH, _CLOSE = object(), object()
 
 class _Context:
     def __init__(self, cid: str, settings: SpeakSettings, fmt: OutputFormat):
-        self.id, self.settings = cid, settings
+        self.id, self.settings, self.format = cid, settings, fmt
+        # one encoder for the context's whole audio (its phrases are one continuous stream), made
+        # from the format every phrase's request carries
         self.encoder: Encoder = make_encoder(fmt)
         self.segmenter = PhraseSegmenter()
         self.received = 0  # characters of text received so far
@@ -75,6 +79,7 @@ class _Context:
         self.closing = False
         self.cancelled = False
         self.speaking = False
+        self.live: LiveStream | None = None  # the latest phrase's stream (told by _speak if it failed)
         # stats for `done`
         self.phrases = 0
         self.samples = 0  # at the engine's rate: the context's audio clock
@@ -283,6 +288,8 @@ class _Connection:
                 pass
         finally:
             c.speaking = False
+            if c.live is not None:
+                c.live.told()  # the context's last message (done, error) is out, or never will be
 
     async def _speak_queue(self, c: _Context) -> None:
         while True:
@@ -311,25 +318,30 @@ class _Connection:
     async def _say(self, c: _Context, phrase: _Phrase) -> None:
         s = c.settings
         language = s.language or self.ctx.config.default_language
-        spoken = await asyncio.to_thread(self.ctx.engine.planner.spoken_map, phrase.text, language, s.normalize,
-                                         s.diacritize)
-        if not spoken.text:
-            return  # punctuation or space only: nothing to say (the engine would refuse it)
-        params = SamplingParams(cfg_weight=s.cfg_weight, temperature=s.temperature,
-                                max_new_tokens=s.max_tokens or self.ctx.config.max_new_tokens)
-        seed = None if s.seed is None else s.seed + c.phrases
-        opts = StreamOptions(phrase.text, s.voice, language, params, seed, s.exaggeration, s.normalize, segment=False,
-                             diacritize=s.diacritize)
+        # The engine's plan, made once: its phrases carry the character maps the word timestamps read.
+        try:
+            planned = await asyncio.to_thread(self.ctx.engine.phrases, phrase.text, language, s.normalize, False,
+                                              s.diacritize)
+        except NothingToSay:
+            return  # punctuation or space only: nothing to say
+        opts = synthesis_request(s, phrase.text, s.voice, language, self.ctx.config.max_new_tokens, c.format,
+                                 seed_offset=c.phrases, segment=False)
         if c.t_first_ready is None:
             c.t_first_ready = phrase.t_ready
         c.phrases += 1
         t0 = time.perf_counter()
-        live = await self.ctx.open_stream(opts, client=self.client, protocol="native")
+        live = await self.ctx.open_stream(opts, client=self.client, protocol="native", phrases=planned)
+        c.live = live
         try:
-            timer = self._timer(c, phrase, spoken, live, language) if s.timestamps and not s.diacritize else None
+            timer, timed_phrase = None, -1  # the engine phrase being timed (a long one is cut into several)
             async for chunk in live:
                 if c.first_audio_latency is None:
                     c.first_audio_latency = time.perf_counter() - c.t_first_ready
+                if s.timestamps and chunk.phrase_index != timed_phrase:
+                    if timer is not None:  # the previous engine phrase ended where this chunk starts
+                        await self._send_words(c, phrase, timer.finish(c.audio_s))
+                    timed_phrase = chunk.phrase_index
+                    timer = self._timer(c, planned[timed_phrase], language)
                 data = await c.encoder.aencode(chunk.audio)
                 c.samples += len(chunk.audio)
                 if data:
@@ -340,11 +352,11 @@ class _Connection:
         finally:
             c.synth_s += time.perf_counter() - t0
             await self._release(live)
+        live.told()  # all its audio is out; when it fails instead, _speak tells it after error + done
 
-    def _timer(self, c: _Context, phrase: _Phrase, spoken: Spoken, live: LiveStream,
-               language: str) -> WordTimer | None:
-        ids = live.stream.phrases[0].ids.tolist()
-        words = phrase_words(phrase.text, spoken, ids, self.ctx.engine.tokenizer, language)
+    def _timer(self, c: _Context, planned: Phrase, language: str) -> WordTimer | None:
+        ids = planned.ids.tolist()
+        words = phrase_words(planned.text, planned.spoken, ids, self.ctx.engine.tokenizer, language)
         if words is None:
             log.warning("native ws: cannot map tokens back to the text of a phrase; no timestamps for it")
             return None

@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .audio_out import Encoder, make_encoder
 from .context import LiveStream, ServerContext
-from .extensions import SynthesisExtensions
+from .extensions import synthesis_request
 from .errors import api_error_from
 from .formats import OutputFormat, parse_format
 from .response import LiveAudioResponse
+from .synthesis_fields import SynthesisFields
 from .voice_names import resolve_voice
 
 __all__ = ["SpeechRequest", "VoiceRef", "openai_router"]
@@ -40,10 +41,10 @@ class VoiceRef(BaseModel):
     id: str = Field(min_length=1)
 
 
-class SpeechRequest(SynthesisExtensions):
+class SpeechRequest(SynthesisFields):
     """Body of `POST /v1/audio/speech`. `model` is accepted for compatibility: one model is served.
     The synthesis options (seed, max_tokens, temperature, cfg_weight, exaggeration, normalize,
-    diacritize) are the fields every protocol shares (`extensions.SynthesisExtensions`)."""
+    diacritize) are the fields every protocol shares (`synthesis_fields.SynthesisFields`)."""
 
     # strict: "1" is not a seed and true is not a number; type mistakes are reported, not guessed at
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -127,15 +128,15 @@ def openai_router(ctx: ServerContext) -> APIRouter:
     async def speech(req: SpeechRequest, request: Request):
         try:
             fmt = req.output_format()
-            enc = make_encoder(fmt)
             voice = await resolve_voice(ctx, req.voice_name, PROTOCOL)
+            opts = synthesis_request(req, req.input, voice, req.language, ctx.config.max_new_tokens, fmt)
+            enc = make_encoder(opts.output)
         except Exception as e:  # noqa: BLE001 - mapped to the client's status code
             raise api_error_from(e, ctx.config.retry_after_s) from e
-        stream = await ctx.open_stream(req.stream_options(req.input, voice, req.language, ctx.config.max_new_tokens), client=request.state.client,
-                                       protocol=PROTOCOL)
+        stream = await ctx.open_stream(opts, client=request.state.client, protocol=PROTOCOL)
         if req.stream_format == "sse":
-            return LiveAudioResponse(_sse(stream, enc), media_type="text/event-stream", on_close=stream.cancel,
+            return LiveAudioResponse(_sse(stream, enc), media_type="text/event-stream", stream=stream,
                                      headers={"Cache-Control": "no-cache"})
-        return LiveAudioResponse(_audio(stream, enc), media_type=fmt.content_type, on_close=stream.cancel)
+        return LiveAudioResponse(_audio(stream, enc), media_type=opts.output.content_type, stream=stream)
 
     return router

@@ -8,8 +8,9 @@ by `nutq serve`'s own parser, so every flag and default means the same), the sam
 Ray's HTTP proxy, which streams HTTP bodies and passes WebSockets through. What Ray adds:
 
 * routing and autoscaling on ongoing requests: a streaming HTTP request, or a WebSocket for as long
-  as it is open, is one ongoing request; `max_ongoing_requests` defaults to the engine's slots
-  (`--max-sessions`), so Ray queues rather than a replica refusing with 429;
+  as it is open, is one ongoing request; `max_ongoing_requests` defaults to what the replica's
+  engine admits (its KV slots plus `--max-queue`, resolved as the engine resolves them: see
+  `replica_capacity`), so Ray queues rather than a replica refusing with 429;
 * `num_gpus` per replica (`ray_actor_options`): one engine per GPU;
 * graceful shutdown: a replica being stopped gets no new requests, and Ray waits
   `graceful_shutdown_timeout_s` (by default `--drain-timeout`) for the running ones; then
@@ -114,10 +115,31 @@ def app_builder(args: dict):
         raise ValueError(f"unknown application argument(s) {', '.join(unknown)}; expected serve_args")
     serve_args = args.get("serve_args", [])
     ns = parse_serve_args(serve_args)  # fail here, in the driver, before any replica starts
-    # Ray routes by ongoing requests, so its bound is the engine's KV slots (what decodes at once; the
-    # engine's own queue is for bursts on one replica). Without --max-sessions that is the CPU default:
-    # on GPU, where the engine sizes its slots from free memory, give --max-sessions explicitly.
-    from ..engine.config import CPU_SESSIONS
-
-    return NutqReplica.options(max_ongoing_requests=ns.max_sessions or CPU_SESSIONS,
+    return NutqReplica.options(max_ongoing_requests=replica_capacity(ns),
                                graceful_shutdown_timeout_s=ns.drain_timeout).bind(list(serve_args))
+
+
+def replica_capacity(ns: argparse.Namespace) -> int:
+    """What one replica's engine will admit (KV slots + its waiting line), resolved here, before
+    any replica exists, as the engine will resolve it (`engine.capacity.planned_capacity`): Ray
+    routes a replica up to this many ongoing requests and queues the rest itself, so no replica
+    answers a 429 that Ray could have avoided. On CUDA the slots come from free GPU memory as seen
+    from here: where this process sees no GPU but the replicas will (Ray's `num_gpus`), pass
+    `--max-sessions`, or the CPU default is assumed."""
+    from ..checkpoints.files import resolve
+    from ..engine.capacity import planned_capacity
+    from ..errors import NutqError
+    from .cli import engine_config_from
+
+    config = engine_config_from(ns)
+    resolved = config.resolve()
+    if ns.max_sessions is None and ns.device == "auto" and resolved.device == "cpu":
+        log.warning("nutq on Ray: no GPU visible to the application builder; each replica is assumed to admit "
+                    "the CPU default. For GPU replicas pass --max-sessions (or --device cuda where a GPU is visible)")
+    files = None
+    if resolved.max_sessions is None:  # sized from GPU memory: the checkpoint's shapes, read without downloading
+        try:
+            files = resolve(ns.model_dir, revision=ns.revision, allow_download=False, flow=config.flow.kind)
+        except (NutqError, OSError):
+            log.info("nutq on Ray: checkpoint not available here; sizing the KV pool for the official shapes")
+    return planned_capacity(config, files)

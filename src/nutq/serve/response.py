@@ -3,8 +3,9 @@
 Starlette's `StreamingResponse` notices a vanished client only when its next write fails (ASGI
 spec >= 2.4) and leaves the body iterator suspended, so the engine would keep a KV slot until
 the next chunk and the iterator until garbage collection. This response also listens for
-`http.disconnect` while streaming and calls `on_close` on every way out: finished, failed or
-abandoned.
+`http.disconnect` while streaming and cancels its stream on every way out (finished, failed or
+abandoned), then tells it that the client has had everything it will get (`LiveStream.told`:
+what a drain waits for before shutdown closes the connections).
 
 Two ways out leave the body unterminated (no final empty chunk), so that the client sees an
 incomplete transfer instead of a short but seemingly complete file: the stream failing or being
@@ -17,12 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from .errors import ApiError
+
+if TYPE_CHECKING:
+    from .context import LiveStream
 
 __all__ = ["LiveAudioResponse"]
 
@@ -30,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 class LiveAudioResponse(Response):
-    def __init__(self, body: AsyncIterator[bytes], *, media_type: str, on_close: Callable[[], None],
+    def __init__(self, body: AsyncIterator[bytes], *, media_type: str, stream: LiveStream,
                  headers: dict[str, str] | None = None):
         # Response.__init__ would declare Content-Length: 0; without a body attribute,
         # init_headers leaves the length out and uvicorn sends the body chunked.
@@ -39,7 +44,7 @@ class LiveAudioResponse(Response):
         self.background = None
         self.init_headers(headers)
         self._body = body
-        self._on_close = on_close
+        self._stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         done = asyncio.Event()
@@ -47,7 +52,7 @@ class LiveAudioResponse(Response):
         async def watch_disconnect() -> None:
             while not done.is_set():
                 if (await receive())["type"] == "http.disconnect":
-                    self._on_close()  # stops generation before its next decode step
+                    self._stream.cancel()  # stops generation before its next decode step
                     return
 
         ctx = scope["app"].state.ctx
@@ -80,7 +85,10 @@ class LiveAudioResponse(Response):
         finally:
             done.set()
             watcher.cancel()
-            self._on_close()
-            aclose = getattr(self._body, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            self._stream.cancel()
+            try:
+                aclose = getattr(self._body, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                self._stream.told()  # the body is complete, or cut off: nothing more goes out

@@ -29,7 +29,7 @@ from starlette.websockets import WebSocketDisconnect
 from .audio_out import make_encoder
 from .context import RECENT_LATENCIES, LiveStream, ServerContext, StreamOptions
 from .errors import ApiError, api_error_from
-from .extensions import SynthesisExtensions, validate
+from .extensions import SynthesisExtensions, synthesis_request, validate
 from .formats import parse_format
 from .response import LiveAudioResponse
 from .speech_queue import SpeechQueue
@@ -49,7 +49,7 @@ class SeedRequest(SynthesisExtensions):
     speaker_id: str = Field("default", min_length=1, description="a registered voice id or 'default'")
 
     def options(self, max_new_tokens: int) -> StreamOptions:
-        return self.stream_options(self.text, self.speaker_id, self.language_id, max_new_tokens)
+        return synthesis_request(self, self.text, self.speaker_id, self.language_id, max_new_tokens, _FORMAT)
 
 
 def _error_body(err: ApiError) -> dict:
@@ -76,7 +76,7 @@ def _parse(data: str | bytes) -> SeedRequest:
 
 
 async def _pcm(live: LiveStream) -> AsyncIterator[bytes]:
-    enc = make_encoder(_FORMAT)
+    enc = make_encoder(live.request.output)
     try:
         async for chunk in live:
             yield enc.encode(chunk.audio)  # PCM: cheaper than a thread hop
@@ -106,7 +106,7 @@ def seed_router(ctx: ServerContext) -> APIRouter:
             live = await ctx.open_stream(req.options(ctx.config.max_new_tokens), client=client, protocol=PROTOCOL)
         except Exception as e:  # noqa: BLE001 - every failure answered in this protocol's shape
             return _error_response(ctx, e)
-        return LiveAudioResponse(_pcm(live), media_type=_FORMAT.content_type, on_close=live.cancel,
+        return LiveAudioResponse(_pcm(live), media_type=live.request.output.content_type, stream=live,
                                  headers=_AUDIO_HEADERS)
 
     @router.get("/latency")
@@ -137,7 +137,13 @@ def seed_router(ctx: ServerContext) -> APIRouter:
             except ApiError as e:
                 await send_error(e)
                 return
-            enc = make_encoder(_FORMAT)
+            try:
+                await say(live)
+            finally:
+                live.told()  # its last message (complete, or the error) is out, or never will be
+
+        async def say(live: LiveStream) -> None:
+            enc = make_encoder(live.request.output)
             try:
                 async for chunk in live:
                     piece = enc.encode(chunk.audio)
