@@ -154,9 +154,12 @@ def test_the_dashboard_queries_only_metrics_nutq_exports():
     from nutq.serve.metrics import Metrics
 
     m = Metrics()
-    m.watch_engine(lambda: type("S", (), {k: 0 for k in ("queued", "active", "vocoder_backlog", "mean_batch",
-                                                          "mean_queue_wait_s", "steps", "tokens", "admitted",
-                                                          "rejected")})())
+    # the engine's own snapshot type, so a metric added there is exported here too
+    from dataclasses import MISSING, fields
+
+    from nutq.engine.scheduler import SchedulerStats
+
+    m.watch_engine(lambda: SchedulerStats(**{f.name: 0 for f in fields(SchedulerStats) if f.default is MISSING}))
     exported = {line.split()[2] for line in m.render().decode().splitlines() if line.startswith("# TYPE")}
     exported |= {f"{n}_{s}" for n in exported for s in ("bucket", "total", "count", "sum")}
     dash = json.loads((DEPLOY / "grafana" / "dashboards" / "nutq.json").read_text())
