@@ -1,19 +1,22 @@
 """One engine thread that owns T3 and decodes every active session in one batched step.
 
-    submit ──► waiting line (bounded) ──► admitted when a KV slot is free: prefill, first token
+    submit ──► waiting line (bounded) ──► admitted when a KV slot is free: the newcomers of a
+               step boundary prefilled in ONE forward, their first tokens drawn in one call
            ──► active: each iteration, ONE step for all active sessions, then ONE sampling call
                (guards included) draws every session's next token, each with its own
                parameters, generator and guard state (`row_sampler`)
-           ──► tokens go to the vocoder thread (`vocoder_worker`), chunks to the session's queue
+           ──► ids read on the host (`_settle`; on CUDA while the next forward runs), tokens to
+               the vocoder thread (`vocoder_worker`), chunks to the session's queue
 
 Every iteration of the engine loop is a step boundary: sessions that were cancelled, whose
 consumer went away or whose vocoder failed leave there (their slot goes back to the pool), and
 newcomers join there (prefilled before the step, so their first token is drawn and on its way to
 the vocoder without waiting for the batch). A session's results do not depend on who else is in
 the batch: sampling, guard and vocoder state are its own. With `LoopStep` its forward is the solo
-`decode_step` on its own rows, so tokens and audio equal a solo `Session.run()` bit for bit; the
-default `BatchedStep` (one forward for all) differs from it by float rounding only (other matmul
-shapes), which leaves the drawn tokens the same unless a draw sits on a rounding-sized edge.
+`decode_step` on its own rows and (with `batch_prefill=False`) its prefill its solo one, so
+tokens and audio equal a solo `Session.run()` bit for bit; the default `BatchedStep` (one forward
+for all) and the batched prefill (padded prompts) differ from it by float rounding only (other
+matmul shapes), which leaves the drawn tokens the same unless a draw sits on a rounding-sized edge.
 
 Errors stay with their session: a failing prefill or vocoder fails that session's consumer only.
 A failing batched forward or sampling call cannot be pinned on one session, so every session in
@@ -38,15 +41,19 @@ from .alignment import OFFICIAL
 from ..errors import BusyError, EngineError
 from .batched_step import BatchedStep
 from .chunk_queue import MAX_UNREAD_CHUNKS, ChunkQueue, LoopChunkQueue
-from .decode import decode_step
+from .decode import decode_step, prefill_many
 from .kv_pool import ROWS_PER_SESSION, KVPool, PoolExhausted
 from .row_sampler import RowSampler
+from .sampling import to_device
 from .session import Session, SessionChunk
 from .vocoder_worker import END, VocoderTask, VocoderWorker
 
 __all__ = ["Scheduler", "SchedulerBusy", "SchedulerClosed", "SchedulerStats", "LoopStep"]
 
 Probes = tuple[tuple[int, int], ...]
+# Sessions prefilled in one forward at most: its scratch cache holds 2 rows per session of the
+# longest prompt (the full-size T3 at ~200 prompt positions: ~25 MB per row in fp32).
+PREFILL_BATCH = 8
 
 
 class SchedulerBusy(PoolExhausted):
@@ -196,10 +203,17 @@ class Scheduler:
     `vocoder_worker`); default 8 on CUDA, 1 (each alone) on CPU, where the flow is compute-bound:
     a batched call costs as much as its rows alone, and more when their lengths differ (padding;
     benchmarks/vocoder_batch.py), while the first chunk in it waits for all rows.
+
+    `batch_prefill`: sessions admitted at the same step boundary are prefilled in one forward
+    (`decode.prefill_many`; False: each alone, bit-exact with a solo run). `pipeline` (default: on
+    CUDA): a step's drawn ids are read on the host only after the next forward is launched
+    (`_settle`), so the read overlaps the device's work. On CPU the launch *is* the work, so a
+    deferred read would only hand every token to the vocoder one forward later.
     """
 
     def __init__(self, t3: T3, s3gen: S3Gen, pool: KVPool, step: Callable | None = None, *,
-                 probes: Probes = OFFICIAL.heads, max_queue: int | None = None, vocoder_batch: int | None = None):
+                 probes: Probes = OFFICIAL.heads, max_queue: int | None = None, vocoder_batch: int | None = None,
+                 batch_prefill: bool = True, pipeline: bool | None = None):
         max_queue = pool.slots if max_queue is None else max_queue
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue}")
@@ -209,6 +223,9 @@ class Scheduler:
             step.capture()  # a no-op without CUDA graphs
         self.step = step
         self._device = t3.speech_head.weight.device
+        self.batch_prefill = batch_prefill
+        self.pipeline = self._device.type == "cuda" if pipeline is None else pipeline
+        self._pending: list[_Draws] = []  # draws not read on the host yet (engine thread only)
         # every session's sampler and guard state: one sampling call per step for all of them
         self._rows = RowSampler(t3, pool.slots, max_text=pool.max_len - t3.cfg.len_cond)
         self._cv = threading.Condition()
@@ -341,8 +358,9 @@ class Scheduler:
         job.released.set()
 
     def _admit(self) -> None:
-        """Newcomers: lease, prefill and draw the first token, in arrival order, while slots last."""
-        begun = []
+        """Newcomers: lease, prefill (together, `PREFILL_BATCH` at a time) and draw the first
+        token, in arrival order, while slots last."""
+        leased = []
         while True:
             with self._cv:
                 if not self._waiting or self._closed:
@@ -352,15 +370,50 @@ class Scheduler:
                 except PoolExhausted:
                     break
                 job = self._waiting.popleft()
-            s = job.session
             now = time.perf_counter()
-            s.timings.queue_s = wait = now - job.t_submit
+            job.session.timings.queue_s = wait = now - job.t_submit
             with self._cv:
                 self._counts["admitted"] += 1
                 self._wait_sum += wait
                 self._wait_max = max(self._wait_max, wait)
+            leased.append((job, slot))
+        begun = []
+        for i in range(0, len(leased), PREFILL_BATCH):
+            begun += self._begin(leased[i:i + PREFILL_BATCH])
+        if begun:
+            jobs = [j for j, _ in begun]
+            self._active.extend(jobs)
+            self._sample(jobs, torch.stack([lg for _, lg in begun]), None, time.perf_counter())
+
+    def _begin(self, leased: list) -> list:
+        """Prefill the sessions of `leased` ((job, slot) pairs) in one forward and start them;
+        returns (job, first logits) of those that began. A bad prompt or voice fails its own
+        session before the forward; a failing shared forward is retried per session, so that its
+        error lands on the session that caused it."""
+        t0 = time.perf_counter()
+        prompts = []
+        for job, slot in leased:
             try:
-                logits = s.begin(slot, self._rows)
+                prompts.append((job, slot, job.session.prompt() if self.batch_prefill and len(leased) > 1 else None))
+            except Exception as e:  # noqa: BLE001 - bad prompt etc.: this session only
+                slot.release()  # not the session's yet: begin() takes it
+                self._fail(job, e)
+        outs = [None] * len(prompts)
+        if len(prompts) > 1 and self.batch_prefill:
+            probes = self.probes if any(j.session.probes for j, _, _ in prompts) else ()
+            try:
+                outs = prefill_many(self.t3, [e for _, _, e in prompts], [sl.cache for _, sl, _ in prompts], probes)
+            except Exception:  # noqa: BLE001 - cannot be pinned on one session: each alone below
+                outs = [None] * len(prompts)
+        dt = time.perf_counter() - t0
+        begun = []
+        for (job, slot, _), out in zip(prompts, outs):
+            s = job.session
+            try:
+                if out is not None:
+                    logits, attn, L = out
+                    out = (logits, attn if s.probes else None, L, dt)
+                logits = s.begin(slot, self._rows, out)
                 ready = None
                 if self._device.type == "cuda":  # the vocoder's stream waits for its noise, drawn here
                     ready = torch.cuda.Event()
@@ -370,24 +423,24 @@ class Scheduler:
                 self._fail(job, e)
                 continue
             begun.append((job, logits))
-        if begun:
-            jobs = [j for j, _ in begun]
-            self._active.extend(jobs)
-            self._sample(jobs, torch.stack([lg for _, lg in begun]), None, time.perf_counter())
+        return begun
 
     def _step(self) -> None:
         # A session whose consumer has not taken its last chunks sits this step out: its stream's
         # client is slow (or has stopped reading), so it waits with its slot instead of decoding
-        # ahead into memory and taking steps from the others.
-        batch = [j for j in self._active if j.out.qsize() < MAX_UNREAD_CHUNKS]
+        # ahead into memory and taking steps from the others. A session at its limit has a draw
+        # still unread (pipelined): it leaves when that is read.
+        batch = [j for j in self._active
+                 if j.out.qsize() < MAX_UNREAD_CHUNKS and j.session.next_position is not None]
         if not batch:
+            self._settle()
             if self._active:
                 with self._cv:  # every session waits for its consumer, which tells nobody: look again soon
                     self._cv.wait(0.005)
             return
         t0 = time.perf_counter()
         sessions = [j.session for j in batch]
-        at = [s.next_position for s in sessions]  # never None: sessions at their limit have left
+        at = [s.next_position for s in sessions]
         try:
             tokens = torch.cat([s.fed for s in sessions])
             logits, attn = self.step([s.slot.index for s in sessions], tokens, [a[0] for a in at],
@@ -396,15 +449,29 @@ class Scheduler:
             for job in batch:
                 self._active.remove(job)
                 self._fail(job, e)
+            self._settle()
             return
         with self._cv:
             self._counts["steps"] += 1
             self._counts["step_rows"] += len(batch)
+        # Pipelined: the previous draws are read while this forward runs on the device. A session
+        # they end (EOS, limit) has had one forward too many: its outputs are dropped here, and
+        # nothing was drawn for it (its sampler and guard state stay as they were).
+        self._settle()
+        live = set(self._active)
+        keep = [k for k, j in enumerate(batch) if j in live]
+        if len(keep) < len(batch):
+            if not keep:
+                return
+            index = to_device(torch.tensor(keep), self._device)
+            batch = [batch[k] for k in keep]
+            logits, attn = logits.index_select(0, index), None if attn is None else attn.index_select(0, index)
         self._sample(batch, logits, attn, t0)
 
     def _sample(self, batch: list[_Job], logits: torch.Tensor, attn: torch.Tensor | None, t0: float) -> None:
         """One sampling call (guards included) for every session of `batch`; a failure cannot be
-        pinned on one session, so it fails them all."""
+        pinned on one session, so it fails them all. The ids stay on the device until `_settle`
+        (at once unless pipelined)."""
         sessions = [j.session for j in batch]
         try:
             tokens, positions = self._rows.sample([s.slot.index for s in sessions], logits, attn)
@@ -413,32 +480,59 @@ class Scheduler:
                 self._active.remove(job)
                 self._fail(job, e)
             return
-        drawn = []
-        for k, (job, s) in enumerate(zip(batch, sessions)):
-            tok = tokens[k:k + 1]
-            s.took(tok, positions[k:k + 1])
-            drawn.append((job, tok))
-        self._accept(drawn, t0)
+        for k, s in enumerate(sessions):
+            s.took(tokens[k:k + 1], positions[k:k + 1])
+        self._pending.append(_Draws(batch, tokens, positions, t0))
+        if not self.pipeline:
+            self._settle()
 
-    def _accept(self, drawn: list, t0: float) -> None:
-        """Read the drawn ids (one host sync for all), hand them to the vocoder, retire finished
-        sessions. Each session is charged the wall time since `t0`: what the shared step cost it."""
-        if not drawn:
-            return
-        # After this read the device has computed everything these draws depended on, the guard
-        # positions included: the vocoder thread may read those from its own CUDA stream.
-        values = torch.cat([tok for _, tok in drawn]).tolist()
-        dt = time.perf_counter() - t0
-        with self._cv:
-            self._counts["tokens"] += len(values)
-        for (job, _), tok in zip(drawn, values):
-            s = job.session
-            s.timings.decode_s += dt
-            more = s.accept(tok)
-            if more:
-                self._vocoder.push(job.vocoding, tok, s.guard_position)
-            if not more or s.next_position is None:
-                self._active.remove(job)
-                s.end()
-                job.released.set()
-                self._vocoder.flush(job.vocoding)
+    def _settle(self) -> None:
+        """Read every pending draw on the host (one read per sampling call) and apply it: tokens to
+        the vocoder, finished sessions retired. Afterwards the host knows every session's state:
+        call it before anything that needs host values of the draws so far. Draws of sessions that
+        left meanwhile (cancelled, failed) are dropped. Each session is charged the wall time
+        since its step began: what the shared step cost it."""
+        pending, self._pending = self._pending, []
+        for draws in pending:
+            values = draws.values()
+            dt = time.perf_counter() - draws.t0
+            live = set(self._active)
+            with self._cv:
+                self._counts["tokens"] += len(values)
+            for k, (job, tok) in enumerate(zip(draws.jobs, values)):
+                if job not in live:
+                    continue
+                s = job.session
+                s.timings.decode_s += dt
+                more = s.accept(tok)
+                if more:
+                    position = draws.positions[k:k + 1] if s.guard is not None else None
+                    self._vocoder.push(job.vocoding, tok, position)
+                if not more or s.next_position is None:
+                    self._active.remove(job)
+                    s.end()
+                    job.released.set()
+                    self._vocoder.flush(job.vocoding)
+
+
+class _Draws:
+    """The ids one sampling call drew for `jobs`, on their way to the host: on CUDA a copy into
+    pinned memory queued behind the sampling (no sync), read with `values()`. Once that returns,
+    the device has computed everything these draws depended on, the guard positions included:
+    the vocoder thread may read those from its own CUDA stream."""
+
+    def __init__(self, jobs: list[_Job], tokens: torch.Tensor, positions: torch.Tensor, t0: float):
+        self.jobs, self.positions, self.t0 = jobs, positions, t0
+        self._ready = None
+        if tokens.device.type == "cuda":
+            self._host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+            self._host.copy_(tokens, non_blocking=True)
+            self._ready = torch.cuda.Event()
+            self._ready.record()
+        else:
+            self._host = tokens
+
+    def values(self) -> list[int]:
+        if self._ready is not None:
+            self._ready.synchronize()
+        return self._host.tolist()
