@@ -48,3 +48,17 @@ def test_kv_pool_is_sized_from_free_gpu_memory(monkeypatch, tiny_checkpoint):
                            config=EngineConfig(max_cache_len=1500), device=torch.device("cuda"))
     assert Engine._slots_from_gpu_memory(fake) == 20 * 2**30 // per_slot  # half the free memory
     assert slots_for_memory(10**15, per_slot) == 64 and slots_for_memory(1, per_slot) == 1
+
+
+def test_cache_length_is_rounded_up_to_a_multiple_of_64(tiny_checkpoint):
+    assert [EngineConfig(max_cache_len=n).resolve().max_cache_len for n in (1500, 1536, 128, 129, 2)] == \
+        [1536, 1536, 128, 192, 64]
+    from nutq.engine.batched_step import span_ladder
+    from nutq.tts import TTS
+
+    tts = TTS.from_local(tiny_checkpoint, max_sessions=1, max_cache_len=100)
+    try:
+        assert tts.pool.max_len == 128 and tts.engine.planner.max_cache_len == 128
+        assert span_ladder(tts.pool.max_len)[-1] == 128  # the top graph span is the aligned length
+    finally:
+        tts.close()
