@@ -254,9 +254,10 @@ class Session:
             self._vocoder.add([tok])
         return self._vocoder.plan(finalize=tok is None)
 
-    def finish_chunk(self, request: FlowRequest, mel: torch.Tensor, flow_ms: float, t_voc: float,
+    def finish_chunk(self, request: FlowRequest, mel: torch.Tensor, flow_ms, t_voc: float,
                      position: torch.Tensor | None = None) -> SessionChunk:
-        """The chunk of `plan_chunk`'s render from its mel; `t_voc`: perf_counter when the render began."""
+        """The chunk of `plan_chunk`'s render from its mel; `flow_ms`: the flow's milliseconds or
+        its (start, end) `stage_clock` marks; `t_voc`: perf_counter when the render began."""
         audio = self._vocoder.finish(request, mel, flow_ms)
         return self._chunk(audio, t_voc, request.finalize, position)
 
