@@ -25,7 +25,6 @@ that step fails; the engine itself keeps serving the others.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import deque
@@ -45,7 +44,8 @@ from .decode import decode_step, prefill_many
 from .kv_pool import ROWS_PER_SESSION, KVPool, PoolExhausted
 from .row_sampler import RowSampler
 from .sampling import to_device
-from .session import Session, SessionChunk
+from .scheduler_jobs import Chunks, Draws, Job
+from .session import Session
 from .vocoder_worker import END, VocoderTask, VocoderWorker
 
 __all__ = ["Scheduler", "SchedulerBusy", "SchedulerClosed", "SchedulerStats", "LoopStep"]
@@ -117,80 +117,6 @@ class LoopStep:
         return logits, attn
 
 
-class _Job:
-    """A submitted session and what the engine knows about it."""
-
-    def __init__(self, session: Session, t_submit: float, continuation: bool = False,
-                 out: ChunkQueue | LoopChunkQueue | None = None):
-        self.session = session
-        self.t_submit = t_submit
-        self.continuation = continuation
-        self.out = out if out is not None else ChunkQueue()  # SessionChunk, exception, or END
-        self.vocoding: VocoderTask | None = None  # made at admission
-        self.abandoned = False  # the consumer closed its iterator
-        self.released = threading.Event()  # the engine is done with it: slot back, or never leased
-
-    @property
-    def leaving(self) -> bool:
-        """Should leave at the next step boundary."""
-        v = self.vocoding
-        return self.abandoned or self.session.cancelled or (v is not None and v.failed)
-
-
-class _Chunks:
-    """A session's chunks, read from its queue: iterate from a thread (`ChunkQueue`) or `async
-    for` on the loop of a `LoopChunkQueue`. `close()` / `await aclose()` when leaving early."""
-
-    def __init__(self, job: _Job, cv: threading.Condition):
-        self._job, self._cv, self._done = job, cv, False
-        if isinstance(job.out, LoopChunkQueue):
-            job.out.on_loop_closed = self._abandon
-
-    def __iter__(self) -> "_Chunks":
-        return self
-
-    def __next__(self) -> SessionChunk:
-        if self._done:
-            raise StopIteration
-        return self._item(self._job.out.get(), StopIteration)
-
-    def __aiter__(self) -> "_Chunks":
-        return self
-
-    async def __anext__(self) -> SessionChunk:
-        if self._done:
-            raise StopAsyncIteration
-        return self._item(await self._job.out.aget(), StopAsyncIteration)
-
-    def _item(self, item, stop: type[Exception]) -> SessionChunk:
-        if item is END or isinstance(item, BaseException):
-            self._done = True
-            if item is END:
-                raise stop
-            raise item
-        return item
-
-    def _abandon(self) -> None:
-        self._done = True
-        job = self._job
-        if job.vocoding is not None:
-            job.vocoding.stopped = True  # nobody will read what is left
-        if not job.released.is_set():
-            with self._cv:
-                job.abandoned = True
-                self._cv.notify()
-
-    def close(self) -> None:
-        """Leave now; returns once the engine has let go of the session's slot."""
-        self._abandon()
-        self._job.released.wait()
-
-    async def aclose(self) -> None:
-        self._abandon()
-        if not self._job.released.is_set():  # the next step boundary: wait off the event loop
-            await asyncio.to_thread(self._job.released.wait)
-
-
 class Scheduler:
     """Run sessions together: `for chunk in scheduler.run(session)`.
 
@@ -225,12 +151,12 @@ class Scheduler:
         self._device = t3.speech_head.weight.device
         self.batch_prefill = batch_prefill
         self.pipeline = self._device.type == "cuda" if pipeline is None else pipeline
-        self._pending: list[_Draws] = []  # draws not read on the host yet (engine thread only)
+        self._pending: list[Draws] = []  # draws not read on the host yet (engine thread only)
         # every session's sampler and guard state: one sampling call per step for all of them
         self._rows = RowSampler(t3, pool.slots, max_text=pool.max_len - t3.cfg.len_cond)
         self._cv = threading.Condition()
-        self._waiting: deque[_Job] = deque()  # guarded by _cv
-        self._active: list[_Job] = []  # engine thread only
+        self._waiting: deque[Job] = deque()  # guarded by _cv
+        self._active: list[Job] = []  # engine thread only
         self._closed = False
         self._counts = dict(steps=0, step_rows=0, tokens=0, admitted=0, rejected=0)
         self._wait_sum = self._wait_max = 0.0
@@ -244,7 +170,7 @@ class Scheduler:
     # ------------------------------------------------------------------ public
 
     def run(self, session: Session, continuation: bool = False,
-            out: ChunkQueue | LoopChunkQueue | None = None) -> "_Chunks":
+            out: ChunkQueue | LoopChunkQueue | None = None) -> "Chunks":
         """Queue `session` now (SchedulerBusy / SchedulerClosed / EngineError are raised here) and
         return an iterator over its chunks as they are ready (`out`: where the vocoder thread puts
         them; default a `ChunkQueue` read by the iterating thread). Its `close()` removes the
@@ -266,14 +192,14 @@ class Scheduler:
                 self._counts["rejected"] += 1
                 raise SchedulerBusy(f"all {self.pool.slots} sessions are busy and {len(self._waiting) - free} "
                                     f"wait already (limit {self.max_queue})")
-            job = _Job(session, time.perf_counter(), continuation, out)
+            job = Job(session, time.perf_counter(), continuation, out)
             if continuation:
                 at = next((i for i, j in enumerate(self._waiting) if not j.continuation), len(self._waiting))
                 self._waiting.insert(at, job)
             else:
                 self._waiting.append(job)
             self._cv.notify()
-        return _Chunks(job, self._cv)
+        return Chunks(job, self._cv)
 
     def stats(self) -> SchedulerStats:
         with self._cv:
@@ -341,7 +267,7 @@ class Scheduler:
             self._active.remove(j)
             self._stop(j)
 
-    def _stop(self, job: _Job) -> None:
+    def _stop(self, job: Job) -> None:
         """Cancelled or abandoned: end quietly; failed: its error is already in its queue."""
         if job.vocoding is not None:
             job.vocoding.stopped = True
@@ -350,7 +276,7 @@ class Scheduler:
             job.out.put(END)
         job.released.set()
 
-    def _fail(self, job: _Job, error: BaseException) -> None:
+    def _fail(self, job: Job, error: BaseException) -> None:
         if job.vocoding is not None:
             job.vocoding.stopped = True
         job.session.end()
@@ -468,7 +394,7 @@ class Scheduler:
             logits, attn = logits.index_select(0, index), None if attn is None else attn.index_select(0, index)
         self._sample(batch, logits, attn, t0)
 
-    def _sample(self, batch: list[_Job], logits: torch.Tensor, attn: torch.Tensor | None, t0: float) -> None:
+    def _sample(self, batch: list[Job], logits: torch.Tensor, attn: torch.Tensor | None, t0: float) -> None:
         """One sampling call (guards included) for every session of `batch`; a failure cannot be
         pinned on one session, so it fails them all. The ids stay on the device until `_settle`
         (at once unless pipelined)."""
@@ -482,7 +408,7 @@ class Scheduler:
             return
         for k, s in enumerate(sessions):
             s.took(tokens[k:k + 1], positions[k:k + 1])
-        self._pending.append(_Draws(batch, tokens, positions, t0))
+        self._pending.append(Draws(batch, tokens, positions, t0))
         if not self.pipeline:
             self._settle()
 
@@ -513,26 +439,3 @@ class Scheduler:
                     s.end()
                     job.released.set()
                     self._vocoder.flush(job.vocoding)
-
-
-class _Draws:
-    """The ids one sampling call drew for `jobs`, on their way to the host: on CUDA a copy into
-    pinned memory queued behind the sampling (no sync), read with `values()`. Once that returns,
-    the device has computed everything these draws depended on, the guard positions included:
-    the vocoder thread may read those from its own CUDA stream."""
-
-    def __init__(self, jobs: list[_Job], tokens: torch.Tensor, positions: torch.Tensor, t0: float):
-        self.jobs, self.positions, self.t0 = jobs, positions, t0
-        self._ready = None
-        if tokens.device.type == "cuda":
-            self._host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
-            self._host.copy_(tokens, non_blocking=True)
-            self._ready = torch.cuda.Event()
-            self._ready.record()
-        else:
-            self._host = tokens
-
-    def values(self) -> list[int]:
-        if self._ready is not None:
-            self._ready.synchronize()
-        return self._host.tolist()
