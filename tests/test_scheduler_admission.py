@@ -45,7 +45,7 @@ def submit_together(sched, sessions):
 
 @pytest.mark.parametrize("step", ["loop", "batched"])
 def test_sessions_admitted_together_equal_each_alone(tts, voice, solos, groups, step):
-    sched, rec, pool = scheduler(tts, 4, step=step)
+    sched, rec, pool = scheduler(tts, 4, step=step, batch_prefill=True)
     with sched:
         ss = [make_session(tts, voice, pool, i) for i in range(3)]
         its = submit_together(sched, ss)
@@ -56,7 +56,7 @@ def test_sessions_admitted_together_equal_each_alone(tts, voice, solos, groups, 
 
 
 def test_a_bad_prompt_fails_only_its_own_session(tts, voice, solos, groups):
-    sched, _, pool = scheduler(tts, 4)
+    sched, _, pool = scheduler(tts, 4, batch_prefill=True)
     with sched:
         ss = [make_session(tts, voice, pool, i) for i in range(2)]
         too_long = Session(tts.t3, tts.s3gen, pool, tts.text_ids("مرحبا " * 30), voice, P)
@@ -78,7 +78,7 @@ def test_a_failing_shared_prefill_is_retried_per_session(tts, voice, solos, monk
         raise RuntimeError("batched prefill exploded")
 
     monkeypatch.setattr(scheduler_mod, "prefill_many", broken)
-    sched, _, pool = scheduler(tts, 4)
+    sched, _, pool = scheduler(tts, 4, batch_prefill=True)
     with sched:
         ss = [make_session(tts, voice, pool, i) for i in range(3)]
         for i, (s, it) in enumerate(zip(ss, submit_together(sched, ss))):
@@ -108,7 +108,7 @@ def run_mixed(tts, voice, step: str, pipeline: bool) -> tuple[list[dict], int]:
     step 2 (unguarded) whose 6th step ends it on EOS, one joining at step 5 with the same
     token generator."""
     short = SamplingParams(max_new_tokens=5, ignore_eos=True)
-    sched, rec, pool = scheduler(tts, 4, step=step, pipeline=pipeline)
+    sched, rec, pool = scheduler(tts, 4, step=step, pipeline=pipeline, batch_prefill=True)
     assert sched.pipeline is pipeline
     rec.step = EosAt(rec.step, slot=2, at=6, eos=tts.t3.cfg.stop_speech)  # session 1 gets slot 2
     with sched:

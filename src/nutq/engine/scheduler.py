@@ -1,7 +1,7 @@
 """One engine thread that owns T3 and decodes every active session in one batched step.
 
     submit ──► waiting line (bounded) ──► admitted when a KV slot is free: the newcomers of a
-               step boundary prefilled in ONE forward, their first tokens drawn in one call
+               step boundary prefilled (on CUDA in ONE forward), first tokens drawn in one call
            ──► active: each iteration, ONE step for all active sessions, then ONE sampling call
                (guards included) draws every session's next token, each with its own
                parameters, generator and guard state (`row_sampler`)
@@ -130,16 +130,19 @@ class Scheduler:
     a batched call costs as much as its rows alone, and more when their lengths differ (padding;
     benchmarks/vocoder_batch.py), while the first chunk in it waits for all rows.
 
-    `batch_prefill`: sessions admitted at the same step boundary are prefilled in one forward
-    (`decode.prefill_many`; False: each alone, bit-exact with a solo run). `pipeline` (default: on
-    CUDA): a step's drawn ids are read on the host only after the next forward is launched
-    (`_settle`), so the read overlaps the device's work. On CPU the launch *is* the work, so a
-    deferred read would only hand every token to the vocoder one forward later.
+    `batch_prefill` (default: on CUDA): sessions admitted at the same step boundary are prefilled
+    in one forward (`decode.prefill_many`; off: each alone, bit-exact with a solo run). On CPU the
+    prefill is compute-bound and the padding to the longest prompt is extra work, so one forward
+    was slower there (benchmarks/batched_prefill.py); on a GPU it saves a launch-bound forward per
+    newcomer. `pipeline` (default: on CUDA): a step's drawn ids are read on the host only after
+    the next forward is launched (`_settle`), so the read overlaps the device's work. On CPU the
+    launch *is* the work, so a deferred read would only hand every token to the vocoder one
+    forward later.
     """
 
     def __init__(self, t3: T3, s3gen: S3Gen, pool: KVPool, step: Callable | None = None, *,
                  probes: Probes = OFFICIAL.heads, max_queue: int | None = None, vocoder_batch: int | None = None,
-                 batch_prefill: bool = True, pipeline: bool | None = None):
+                 batch_prefill: bool | None = None, pipeline: bool | None = None):
         max_queue = pool.slots if max_queue is None else max_queue
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue}")
@@ -149,7 +152,7 @@ class Scheduler:
             step.capture()  # a no-op without CUDA graphs
         self.step = step
         self._device = t3.speech_head.weight.device
-        self.batch_prefill = batch_prefill
+        self.batch_prefill = self._device.type == "cuda" if batch_prefill is None else batch_prefill
         self.pipeline = self._device.type == "cuda" if pipeline is None else pipeline
         self._pending: list[Draws] = []  # draws not read on the host yet (engine thread only)
         # every session's sampler and guard state: one sampling call per step for all of them
