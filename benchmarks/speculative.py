@@ -6,15 +6,20 @@ end-to-end tokens/s, and the speedup curve (tokens/s against acceptance rate) fr
         [--out benchmarks/results/speculative_cpu_full_bf16.json]
 
 1. costs (median of --reps, batch 1 = both CFG rows, alignment-guard probes on as in serving):
-   one plain decode step (`engine.decode.decode_step` + the sampling chain) and one verify forward
-   over k + 1 positions for k = 1..8 (`forward_hidden` + logits + the chain at every position),
-   and one step of a DraftT3 of --draft-layers layers;
+   one plain decode step (`engine.decode.decode_step` + the row sampler's call with the guard, what
+   the scheduler runs for one session), one verify forward over k + 1 positions for k = 1..8
+   (`forward_hidden` + logits + `RowSampler.process`/`commit` at every position, what a round of
+   `engine.spec_decode` runs), one step of a DraftT3 of --draft-layers layers, and one batched
+   step (`BatchedStep` + one sampling call) for N = 1, 2, 4, 8 sessions;
 2. measured runs of --tokens tokens (ignore_eos, sampling with the official defaults): the plain
    loop, speculative with draft = target (acceptance upper bound; each draft step is a full target
    step, so it is not faster), and speculative with the small draft (the untrained shortcut, or
    --draft FILE): acceptance, tokens per target forward, wall tokens/s;
 3. the curve: for acceptance a in 0..1 the best k's tokens/s = E[tokens | a, k] / (k * draft_step +
-   verify(k)), E = 1 + a + ... + a^k, against 1 / plain_step.
+   verify(k)), E = 1 + a + ... + a^k, against 1 / plain_step;
+4. the crossover: N sessions decoded in rounds (one after another) make E/round tokens per second
+   in all, batched plain steps N / batched(N): the largest N where rounds still win, per
+   acceptance (what `--spec-max-batch` should be on this machine).
 """
 
 from __future__ import annotations
@@ -54,7 +59,10 @@ def main() -> int:
 
     from nutq.checkpoints import files as ckfiles
     from nutq.engine.alignment import OFFICIAL
-    from nutq.engine.decode import Sampler, decode_step, prefill
+    from nutq.engine.batched_step import BatchedStep
+    from nutq.engine.decode import decode_step, prefill
+    from nutq.engine.kv_pool import KVPool
+    from nutq.engine.row_sampler import RowSampler
     from nutq.engine.draft import DraftConfig, DraftT3, load_draft
     from nutq.engine.generate import iter_speech_tokens
     from nutq.engine.sampling import SamplingParams, cfg_mix, sampling_logits
@@ -75,23 +83,41 @@ def main() -> int:
     seen = torch.zeros(1, V, dtype=torch.bool)
 
     cache = t3.new_cache(batch=2, max_len=512)
-    _, _, L = prefill(t3, cond, text, cache, probes)
-    sampler = Sampler(t3, params, torch.Generator().manual_seed(1))
+    logits0, attn0, L = prefill(t3, cond, text, cache, probes)
+    span = (t3.cfg.len_cond, t3.cfg.len_cond + text.shape[-1])
+    rows = RowSampler(t3, 1, max_text=512)
+    rows.start(0, params, torch.Generator().manual_seed(1), OFFICIAL, span, attn0)
     tok = torch.tensor([5])
 
     def plain_step():
-        logits, _ = decode_step(t3, tok, 1, L, cache, probes)
-        sampler(logits)
+        logits, attn = decode_step(t3, tok, 1, L, cache, probes)
+        rows.sample([0], logits[None], attn[None])
 
     def verify(k):
         def run():
             with torch.inference_mode():
                 ids = torch.randint(0, 6561, (1, k + 1))
                 e = t3.embed_speech(ids, torch.arange(1, k + 2)).expand(2, -1, -1)
-                h, _ = t3.forward_hidden(e, L, cache, probes=probes)
+                h, attn = t3.forward_hidden(e, L, cache, probes=probes)
                 lg = t3.speech_logits(h).float()
-                for i in range(k + 1):
-                    sampling_logits(cfg_mix(lg[0, i:i + 1], lg[1, i:i + 1], 0.5), seen, params).softmax(-1)
+            for i in range(k + 1):
+                proc = rows.process(0, lg[:, i], attn[:, i:i + 1])
+                rows.commit(0, proc.argmax(-1))
+        return run
+
+    # N sessions in one batched step, as the scheduler runs a large batch
+    bpool = KVPool(t3.cfg.llama, 8, 512, dtype=t3.speech_head.weight.dtype)
+    bstep = BatchedStep(t3, bpool, probes)
+    brows = RowSampler(t3, 8, max_text=512)
+    for slot in range(8):
+        c = bpool.cache.rows(2 * slot, 2)
+        _, a, _ = prefill(t3, cond, text, c, probes)
+        brows.start(slot, params, torch.Generator().manual_seed(slot), OFFICIAL, span, a)
+
+    def batched(n):
+        def run():
+            logits, attn = bstep(list(range(n)), torch.full((n,), 5), [1] * n, [L] * n)
+            brows.sample(list(range(n)), logits, attn)
         return run
 
     dcache = draft.new_cache(2, 512)
@@ -105,12 +131,16 @@ def main() -> int:
             sampling_logits(cfg_mix(lg[0:1], lg[1:2], 0.5), seen, params).softmax(-1)
 
     # interleave the measurements (a shared, noisy machine): each round measures everything once
-    rounds = {"plain": [], "draft": [], **{f"verify_{k}": [] for k in range(1, 9)}}
+    NS = (1, 2, 4, 8)
+    rounds = {"plain": [], "draft": [], **{f"verify_{k}": [] for k in range(1, 9)},
+              **{f"batched_{n}": [] for n in NS}}
     for _ in range(3):
         rounds["plain"].append(median_time(plain_step, a.reps))
         rounds["draft"].append(median_time(draft_step, a.reps))
         for k in range(1, 9):
             rounds[f"verify_{k}"].append(median_time(verify(k), a.reps))
+        for n in NS:
+            rounds[f"batched_{n}"].append(median_time(batched(n), a.reps))
     cost = {name: statistics.median(v) for name, v in rounds.items()}
     plain_s = cost["plain"]
     verify_ratio = {k: cost[f"verify_{k}"] / plain_s for k in range(1, 9)}
@@ -141,13 +171,21 @@ def main() -> int:
         k, r = best(alpha)
         curve.append({"acceptance": alpha, "best_k": k, "tokens_per_s": r, "speedup": r * plain_s})
     measured = {name: best(min(runs[name]["acceptance_rate"], 1.0)) for name in ("draft_target", "small_draft")}
+    # rounds for N sessions: E/R tokens/s in all (best k); batched plain steps: N / batched(N)
+    crossover = []
+    for alpha in (0.5, 0.6, 0.7, 0.8, 0.9):
+        k, rate = best(alpha)
+        wins = [n for n in NS if rate > n / cost[f"batched_{n}"]]
+        crossover.append({"acceptance": alpha, "best_k": k, "rounds_tokens_per_s": rate,
+                          "batched_tokens_per_s": {n: n / cost[f"batched_{n}"] for n in NS},
+                          "max_batch": max(wins) if wins else 0})
     result = {
         "machine": {"platform": platform.platform(), "threads": a.threads, "torch": torch.__version__,
                     "note": "shared machine (8 helpers); medians of interleaved rounds"},
         "model": str(files.root), "dtype": a.dtype, "draft_layers": draft.llama.num_layers,
         "draft": a.draft or "untrained shortcut (target's first layers)",
         "costs_s": cost, "verify_over_plain": verify_ratio, "draft_over_plain": cost["draft"] / plain_s,
-        "runs": runs, "curve": curve,
+        "runs": runs, "curve": curve, "crossover": crossover,
         "modelled_at_measured_acceptance": {n: {"best_k": k, "tokens_per_s": r, "speedup": r * plain_s}
                                             for n, (k, r) in measured.items()},
         "targets": {"verify_k4_le_1.5x_plain": verify_ratio[4] <= 1.5,
@@ -159,6 +197,7 @@ def main() -> int:
     print(json.dumps({k: result[k] for k in ("verify_over_plain", "draft_over_plain", "targets")}, indent=2))
     print(json.dumps(curve, indent=1))
     print(json.dumps(runs, indent=1))
+    print(json.dumps(crossover, indent=1))
     return 0
 
 

@@ -14,11 +14,19 @@ import pytest
 import torch
 
 import nutq.engine.scheduler as scheduler_mod
+from nutq.engine.alignment import OFFICIAL
+from nutq.engine.kv_pool import KVPool
 from nutq.engine.sampling import SamplingParams
+from nutq.engine.scheduler import LoopStep, Scheduler
 from nutq.engine.session import Session
+from nutq.engine.speculative import SpecConfig
 
 from tests.test_scheduler import (P, assert_same, make_session, outcome, scheduler, solo, solos, tts,  # noqa: F401
                                   voice)
+from tests.speculative.conftest import random_draft
+from tests.speculative.test_spec_scheduler import CACHE_LEN, GREEDY, make
+from tests.speculative.test_spec_scheduler import outcome as spec_outcome
+from tests.speculative.test_spec_scheduler import solo as spec_solo
 
 __all__ = ["solos", "tts", "voice"]
 
@@ -169,3 +177,20 @@ def test_settle_gives_a_synchronous_state(tts, voice):
     # inside step 3 (a forward launched, its predecessor's draw unread) settling applies that draw
     assert (before, after, pending) == (2, 3, 0)
     assert torch.is_tensor(ss[0].fed)
+
+
+def test_pipelined_reads_switch_to_speculative_rounds(tts, voice):
+    """Speculative rounds read host values each round: the scheduler settles its pending draws
+    before them. Two sessions in plain (pipelined) steps, then the longer one alone in rounds;
+    both equal their solo runs (greedy, a weak draft: rejections included)."""
+    pool = KVPool(tts.t3.cfg.llama, 2, CACHE_LEN)
+    spec = SpecConfig(k=3, draft=random_draft(tts.t3, 2, 6), adaptive=False, max_batch=1)
+    sched = Scheduler(tts.t3, tts.s3gen, pool, LoopStep(tts.t3, pool, OFFICIAL.heads), speculative=spec, pipeline=True)
+    params = [SamplingParams(max_new_tokens=6, greedy=True, ignore_eos=True), replace(GREEDY, ignore_eos=True)]
+    with sched:
+        ss = [make(tts, voice, pool, i, params[i]) for i in range(2)]
+        got = [spec_outcome(s, list(it)) for s, it in zip(ss, submit_together(sched, ss))]
+        st = sched.stats()
+    for i in range(2):
+        assert_same(got[i], spec_solo(tts, voice, i, params[i]), f"session {i}")
+    assert st.steps > 0 and st.spec_rounds > 0  # both kinds of step ran

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["add_flow_arguments", "flow_from_args", "add_dtype_argument", "T3_DTYPES"]
+__all__ = ["add_flow_arguments", "flow_from_args", "add_dtype_argument", "add_speculative_arguments",
+           "speculative_from_args", "T3_DTYPES"]
 
 _DTYPES = ["fp32", "bf16", "fp16"]
 # int8/int4: weight-only quantized T3 linears (torchao, the `quant` extra; see nutq.models.quant).
@@ -34,3 +35,23 @@ def flow_from_args(args):
     from .engine.flow_options import FlowOptions
 
     return FlowOptions(args.flow, args.flow_steps, args.flow_cfg_rate)
+
+
+def add_speculative_arguments(p) -> None:
+    p.add_argument("--draft", metavar="DRAFT",
+                   help="speculative T3 decoding with DRAFT: a draft.safetensors (`nutq train draft`), "
+                        "shortcut:N (the target's first N layers, untrained) or target (tests); default off")
+    p.add_argument("--spec-k", type=int, default=4, metavar="K", help="with --draft: drafts per round to start with "
+                   "(each session adapts it to its acceptance)")
+    p.add_argument("--spec-max-batch", type=int, default=1, metavar="N",
+                   help="with --draft: decode speculatively while at most N streams step together, plain batched "
+                        "steps above (see BENCHMARKS.md for the measured crossover)")
+    p.add_argument("--spec-tolerance", type=float, default=0.0, metavar="BETA",
+                   help="with --draft: accept a draft when r < min(1, p/q) + BETA (SSD). LOSSY: the audio no longer "
+                        "follows the model's distribution exactly; 0 (default) is exact")
+
+
+def speculative_from_args(args) -> dict:
+    """The EngineConfig fields the speculative flags set."""
+    return dict(draft=args.draft, spec_k=args.spec_k, spec_max_batch=args.spec_max_batch,
+                spec_tolerance=args.spec_tolerance)

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+import nutq.tts  # noqa: F401 - bound to the real Engine before a test below patches the module's
 from nutq.cli import build_parser
 from nutq.serve.config import ServeConfig
 

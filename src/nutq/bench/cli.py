@@ -16,7 +16,8 @@ import platform
 import statistics
 from pathlib import Path
 
-from ..cli_args import add_dtype_argument, add_flow_arguments, flow_from_args
+from ..cli_args import (add_dtype_argument, add_flow_arguments, add_speculative_arguments, flow_from_args,
+                        speculative_from_args)
 from ..errors import NutqError
 
 DEFAULT_TEXT = "مرحبا، أنا نطق، مساعدك الصوتي. كيف يمكنني مساعدتك اليوم؟"
@@ -53,7 +54,7 @@ def add_parser(sub) -> None:
     p.add_argument("--plot", type=Path, help="with --concurrency: write a PNG of TTFA and RTF against N")
     p.add_argument("--speculative", metavar="DRAFT", help="T3 only: plain loop vs speculative decoding with DRAFT "
                    "(a draft.safetensors, 'target' or 'shortcut:N'); see nutq.bench.speculative")
-    p.add_argument("--spec-k", type=int, default=4, help="with --speculative: drafts per round (start value)")
+    add_speculative_arguments(p)  # --draft: the streams below decode speculatively (the engine's path)
     p.add_argument("--json", type=Path, help="also write this run's results here")
     p.add_argument("--history-file", type=Path, default=HISTORY)
     p.add_argument("--history", action="store_true", help="show past results and exit")
@@ -100,7 +101,7 @@ def run(args) -> int:
 
         return run_speculative(args, model_dir)
     tts = TTS.from_local(model_dir, device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype,
-                         flow=flow_from_args(args))
+                         flow=flow_from_args(args), **speculative_from_args(args))
     params = SamplingParams(max_new_tokens=args.tokens, ignore_eos=True) if args.tokens else SamplingParams()
     guard = None if args.guard == "none" else args.guard
 
@@ -138,6 +139,12 @@ def run(args) -> int:
               "tokens": args.tokens, "segment": args.segment, "trials": trials,
               "median": summarize(trials), "threads": torch.get_num_threads(), "machine": platform.machine(),
               "model_dir": str(model_dir)}
+    stats = tts.engine.stats()
+    if stats is not None and stats.spec_rounds:
+        result["speculative"] = {"draft": str(args.draft), "rounds": stats.spec_rounds,
+                                 "acceptance_rate": stats.spec_acceptance_rate,
+                                 "mean_accepted_length": stats.spec_accepted / stats.spec_rounds,
+                                 "tokens_per_forward": stats.spec_tokens_per_forward}
     if ref_trials:
         med = {k: statistics.median(r[k] for r in ref_trials) for k in ("generate_s", "t3_s", "t3_tokens", "s3gen_s")}
         med["t3_tokens_per_s"] = statistics.median(r["t3_tokens"] / r["t3_s"] for r in ref_trials)
@@ -176,7 +183,7 @@ def run_concurrency(args, model_dir) -> int:
     ns = _counts(args.concurrency)
     arrivals = ["together", "staggered"] if args.arrival == "both" else [args.arrival]
     tts = TTS.from_local(model_dir, device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype,
-                         flow=flow_from_args(args), max_sessions=max(ns))
+                         flow=flow_from_args(args), max_sessions=max(ns), **speculative_from_args(args))
     params = SamplingParams(max_new_tokens=args.tokens, ignore_eos=True) if args.tokens else SamplingParams()
     rounds = []
     try:
@@ -220,3 +227,7 @@ def _print(result: dict) -> None:
         print(f"  official generate()       {o['generate_s']:10.2f} s  (T3 {o['t3_tokens_per_s']:.1f} tok/s)")
         print(f"  TTFA speed-up vs official generate(): {r['ttfa_speedup']:.1f}x; "
               f"T3 tokens/s ratio: {r['t3_tokens_per_s_ratio']:.2f}x")
+    if "speculative" in result:
+        sp = result["speculative"]
+        print(f"  speculative ({sp['draft']}): acceptance {sp['acceptance_rate']:.2f}, "
+              f"{sp['tokens_per_forward']:.2f} tokens per target forward over {sp['rounds']} rounds")

@@ -17,22 +17,10 @@ from ..errors import NutqError
 __all__ = ["run_speculative"]
 
 
-def _draft(spec: str, t3):
-    from ..engine.draft import DraftConfig, DraftT3, load_draft
-
-    if spec == "target":
-        return "target"
-    if spec.startswith("shortcut:"):
-        try:
-            return DraftT3(t3, DraftConfig(int(spec.split(":", 1)[1]))).eval()
-        except ValueError as e:
-            raise NutqError(f"--speculative {spec}: {e}") from None
-    return load_draft(spec, t3)
-
-
 def run_speculative(args, model_dir) -> int:
     import torch
 
+    from ..engine.draft import resolve_draft
     from ..engine.generate import iter_speech_tokens
     from ..engine.sampling import SamplingParams
     from ..engine.session import resolve_guard
@@ -41,7 +29,7 @@ def run_speculative(args, model_dir) -> int:
 
     tts = TTS.from_local(model_dir, device=args.device, dtype=args.dtype)
     t3 = tts.t3
-    draft = _draft(args.speculative, t3)
+    draft = resolve_draft(args.speculative, t3)
     spec = SpecConfig(k=args.spec_k, draft=draft, k_max=max(8, args.spec_k))
     guard = None if args.guard == "none" else resolve_guard(args.guard)
     voice = tts.voice(None, None)

@@ -7,6 +7,7 @@ defaults resolve on the machine at hand.
     max_sessions None        CPU: 4 KV slots; CUDA: as many as fit in a share of free GPU memory
     max_queue                streams waiting beyond the free slots before new ones are refused
     max_cache_len            positions per KV slot, rounded up to a multiple of 64 (1500 -> 1536)
+    draft None               speculative T3 decoding off; a draft file, "shortcut:N" or "target" turns it on
 
 `resolve()` turns the "auto"/None fields into concrete values; it reads the machine (CUDA
 presence) but allocates nothing. Pool sizing needs the model's shapes, so it happens in
@@ -49,7 +50,10 @@ class EngineConfig:
     CUDA, 1 on CPU); voice_store: where registered voices persist (None: memory only); tf32: allow
     TF32 matmuls on CUDA; backend: "torch", or "onnxruntime" to run offline `synthesize` on the graphs
     of `nutq export onnx` in `onnx_dir` (CPU, fp32 T3 only; streams stay on PyTorch's pooled T3).
-    dtype may also be "int8"/"int4": weight-only quantized T3 linears."""
+    dtype may also be "int8"/"int4": weight-only quantized T3 linears. draft: speculative decoding
+    (`engine.spec_decode`) with this draft (`draft.resolve_draft`: a file, "shortcut:N", "target"),
+    spec_k drafts per round to start with (adapted per session), while at most spec_max_batch
+    sessions step together; spec_tolerance > 0 is SSD's lossy acceptance (off: exact)."""
 
     device: str = "auto"
     dtype: str | None = None
@@ -64,6 +68,10 @@ class EngineConfig:
     tf32: bool = True
     backend: str = "torch"
     onnx_dir: str | Path | None = None
+    draft: str | Path | None = None
+    spec_k: int = 4
+    spec_max_batch: int = 1
+    spec_tolerance: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "flow", parse_flow(self.flow))
@@ -83,6 +91,9 @@ class EngineConfig:
             raise ClientError(f"max_queue must be >= 0, got {self.max_queue}")
         if self.step not in STEP_KINDS:
             raise ClientError(f"step must be one of {', '.join(STEP_KINDS)}, got {self.step!r}")
+        if not 1 <= self.spec_k <= 16 or self.spec_max_batch < 1 or not 0.0 <= self.spec_tolerance < 1.0:
+            raise ClientError(f"speculative decoding wants spec_k in 1..16, spec_max_batch >= 1 and spec_tolerance in "
+                              f"[0, 1), got {self.spec_k}, {self.spec_max_batch}, {self.spec_tolerance}")
         if self.vocoder_batch is not None and self.vocoder_batch < 1:
             raise ClientError(f"vocoder_batch must be >= 1 or None, got {self.vocoder_batch}")
 

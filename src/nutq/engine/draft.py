@@ -24,14 +24,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import WeightLoadError
+from ..errors import ClientError, WeightLoadError
 from ..models.llama import LlamaBackbone
 from ..models.t3 import T3
 from .alignment import AlignmentGuard, GuardConfig
 from .sampling import SamplingParams, cfg_mix, sample, sampling_logits
 
 __all__ = ["DraftConfig", "DraftT3", "DraftRunner", "DRAFT_FILE", "FORMAT", "save_draft", "load_draft",
-           "t3_fingerprint"]
+           "resolve_draft", "t3_fingerprint"]
 
 DRAFT_FILE = "draft.safetensors"
 FORMAT = "nutq-t3-draft"
@@ -177,6 +177,20 @@ def load_draft(path: str | Path, target: T3, *, check_target: bool = True) -> Dr
     w = target.speech_head.weight
     draft.load_state_dict({k: v.to(w.device, w.dtype) for k, v in tensors.items()})
     return draft.eval()
+
+
+def resolve_draft(spec: str, target: T3) -> "DraftT3 | str":
+    """A draft named on the command line or in an `EngineConfig`: "target" (the target itself: the
+    acceptance upper bound, not faster), "shortcut:N" (the target's first N layers, untrained), or
+    a draft file / checkpoint directory holding one (strictly loaded for `target`)."""
+    if spec == "target":
+        return spec
+    if spec.startswith("shortcut:"):
+        try:
+            return DraftT3(target, DraftConfig(int(spec.split(":", 1)[1]))).eval()
+        except ValueError as e:
+            raise ClientError(f"draft {spec!r}: want shortcut:N with N in 1..16 ({e})") from None
+    return load_draft(spec, target)
 
 
 # ---- proposing ----------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from .voice import Voice, VoiceError, load_conds, prepare_voice
 
 if TYPE_CHECKING:
     from .scheduler import SchedulerStats
+    from .speculative import SpecConfig
     from .voice_cache import VoiceCache
 
 __all__ = ["Engine"]
@@ -70,6 +71,7 @@ class Engine:
             self.s3gen = load_component(files.root, "s3gen", cfgs["s3gen"], device=self.device)
         self._solver = self.flow.solver()
         self._ort_t3 = self._attach_backend()
+        self.speculative = self._speculative()
         from .precision_guard import check as check_precision
 
         self.precision_warnings = check_precision(files.root, cfg.dtype, cfg.flow_dtype)
@@ -89,6 +91,10 @@ class Engine:
         log.info("engine: %s, T3 %s, flow %s (%s), %d KV slots x %d positions, %d more may queue", self.device,
                  cfg.dtype or "fp32", self.flow.label, cfg.flow_dtype or "fp32", self.slots, cfg.max_cache_len,
                  cfg.max_queue)
+        if self.speculative is not None:
+            log.info("engine: speculative T3 decoding with draft %s, k=%d to start, while <= %d streams step together%s",
+                     cfg.draft, cfg.spec_k, cfg.spec_max_batch,
+                     f", LOSSY tolerance {cfg.spec_tolerance}" if cfg.spec_tolerance else "")
 
     def _attach_backend(self):
         """"onnxruntime": the graphs of `nutq export onnx` run T3's backbone in `synthesize` and
@@ -102,6 +108,17 @@ class Engine:
         from .ort_backend import attach
 
         return attach(self.t3, self.s3gen, self.config.onnx_dir)
+
+    def _speculative(self) -> "SpecConfig | None":
+        cfg = self.config
+        if cfg.draft is None:
+            return None
+        from .draft import resolve_draft
+        from .speculative import SpecConfig
+
+        draft = resolve_draft(str(cfg.draft), self.t3)
+        return SpecConfig(k=cfg.spec_k, draft=draft, k_max=max(8, cfg.spec_k), tolerance=cfg.spec_tolerance,
+                          max_batch=cfg.spec_max_batch)
 
     def _slots_from_gpu_memory(self) -> int:
         free, _ = torch.cuda.mem_get_info(self.device)
@@ -233,7 +250,7 @@ class Engine:
             if self._scheduler is None:
                 step = LoopStep(self.t3, pool) if self.config.step == "loop" else None
                 self._scheduler = Scheduler(self.t3, self.s3gen, pool, step, max_queue=self.config.max_queue,
-                                            vocoder_batch=self.config.vocoder_batch)
+                                            vocoder_batch=self.config.vocoder_batch, speculative=self.speculative)
             return self._scheduler
 
     @property

@@ -95,11 +95,53 @@ class RowSampler:
 
         Returns (tokens (n,) long, guard text positions (n,) long, 0 for rows without a guard),
         both fresh device tensors (snapshots)."""
+        index = self._index(rows)
+        proc, rp = self._processed(rows, index, logits, attn)
+        tok = sample_rows(proc, rp, [self._generators[r] for r in rows])
+        self._commit(index, tok)
+        return tok, self._position.index_select(0, index)
+
+    # The same step in three parts, for a caller that decides a row's token itself (speculative
+    # verification: the target's distribution at each drafted position, in order).
+
+    @torch.inference_mode()
+    def process(self, row: int, logits: torch.Tensor, attn: torch.Tensor | None = None) -> torch.Tensor:
+        """`sample`'s chain for one row without the draw: the guard observes `attn` (n_heads, 1, S)
+        (the forward that consumed the row's last committed token), then (1, V) processed logits
+        (softmax: the distribution `sample` would draw from). Call `commit` with the chosen token
+        before processing the row's next position."""
+        return self._processed([row], self._index([row]), logits[None], None if attn is None else attn[None])[0]
+
+    @torch.inference_mode()
+    def draw(self, row: int, proc: torch.Tensor) -> torch.Tensor:
+        """The draw `sample` makes from `process`'s logits (1, V): (1,) long, the row's generator."""
+        p = self._params[row]
+        return sample_rows(proc, RowParams.select(self._table[row:row + 1], [p], self.vocab), [self._generators[row]])
+
+    @torch.inference_mode()
+    def commit(self, row: int, tok: torch.Tensor) -> torch.Tensor:
+        """Record `tok` (1,) as the row's next token (repetition penalty, the token its next
+        position consumes); returns the guard's text position (1,) as of the last `process`."""
+        index = self._index([row])
+        self._commit(index, tok)
+        return self._position.index_select(0, index)
+
+    def seen(self, row: int) -> torch.Tensor:
+        """(1, V) bool: the ids the row's repetition penalty counts (a snapshot)."""
+        return self._seen[row:row + 1].clone()
+
+    def generator(self, row: int) -> torch.Generator | None:
+        return self._generators[row]
+
+    def params(self, row: int) -> SamplingParams:
+        return self._params[row]
+
+    def _processed(self, rows: Sequence[int], index: torch.Tensor, logits: torch.Tensor,
+                   attn: torch.Tensor | None) -> tuple[torch.Tensor, RowParams]:
         n = len(rows)
         if logits.shape[:2] != (n, 2) or (attn is not None and attn.shape[0] != n):
             raise ValueError(f"{n} rows need logits (n, 2, V) and attention (n, ...), got {tuple(logits.shape)}"
                              f" and {None if attn is None else tuple(attn.shape)}")
-        index = self._index(rows)
         params = [self._params[r] for r in rows]
         rp = RowParams.select(self._table.index_select(0, index), params, self.vocab)
         mixed = cfg_mix(logits[:, 0], logits[:, 1], rp.column(0))
@@ -111,11 +153,11 @@ class RowSampler:
         if any(p.ignore_eos for p in params):
             ignore = torch.tensor([p.ignore_eos for p in params])
             mixed = mixed.masked_fill(to_device(ignore, self.device)[:, None] & self._is_eos, float("-inf"))
-        proc = processed_logits(mixed, self._seen.index_select(0, index), rp)
-        tok = sample_rows(proc, rp, [self._generators[r] for r in rows])
+        return processed_logits(mixed, self._seen.index_select(0, index), rp), rp
+
+    def _commit(self, index: torch.Tensor, tok: torch.Tensor) -> None:
         self._seen.index_put_((index, tok), self._true)
         self._fed.index_copy_(0, index, tok)
-        return tok, self._position.index_select(0, index)
 
     def _observe(self, rows: Sequence[int], index: torch.Tensor, attn: torch.Tensor) -> None:
         """Step the guard of every guarded row in `rows` on its probe attention: one update per

@@ -29,7 +29,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -44,8 +43,10 @@ from .decode import decode_step, prefill_many
 from .kv_pool import ROWS_PER_SESSION, KVPool, PoolExhausted
 from .row_sampler import RowSampler
 from .sampling import to_device
-from .scheduler_jobs import Chunks, Draws, Job
+from .scheduler_jobs import Chunks, Draws, Job, SchedulerStats
 from .session import Session
+from .spec_decode import SpecSession
+from .speculative import SpecConfig
 from .vocoder_worker import END, VocoderTask, VocoderWorker
 
 __all__ = ["Scheduler", "SchedulerBusy", "SchedulerClosed", "SchedulerStats", "LoopStep"]
@@ -62,37 +63,6 @@ class SchedulerBusy(PoolExhausted):
 
 class SchedulerClosed(EngineError):
     """The scheduler was closed before this session finished."""
-
-
-@dataclass(frozen=True)
-class SchedulerStats:
-    """A snapshot for /metrics. Counters are totals since the scheduler started."""
-
-    queued: int  # sessions waiting for a KV slot
-    active: int  # sessions decoding
-    vocoder_backlog: int  # sessions with vocoder work waiting
-    steps: int  # batched decode steps run
-    step_rows: int  # sessions stepped, summed over steps
-    tokens: int  # tokens drawn (first tokens from the prefill and EOS included)
-    admitted: int
-    rejected: int  # SchedulerBusy raised
-    queue_wait_s_sum: float  # time admitted sessions waited for a slot
-    queue_wait_s_max: float
-    vocoder_batches: int  # flow calls that rendered chunks of several sessions at once
-    vocoder_rows: int  # chunks those calls rendered
-    vocoder_retries: int  # batched flow calls that raised; their rows were rendered alone
-
-    @property
-    def mean_batch(self) -> float:
-        return self.step_rows / self.steps if self.steps else 0.0
-
-    @property
-    def mean_vocoder_batch(self) -> float:
-        return self.vocoder_rows / self.vocoder_batches if self.vocoder_batches else 0.0
-
-    @property
-    def mean_queue_wait_s(self) -> float:
-        return self.queue_wait_s_sum / self.admitted if self.admitted else 0.0
 
 
 class LoopStep:
@@ -138,11 +108,17 @@ class Scheduler:
     the next forward is launched (`_settle`), so the read overlaps the device's work. On CPU the
     launch *is* the work, so a deferred read would only hand every token to the vocoder one
     forward later.
+
+    `speculative`: while at most `speculative.max_batch` sessions step together, each decodes by
+    draft-and-verify rounds (`spec_decode`) instead, with its own adaptive k; above, plain batched
+    steps. Tokens keep the plain sampler's distribution either way (greedy: the same tokens).
+    Its rounds need the host's values of every draw so far: pending reads are settled first.
     """
 
     def __init__(self, t3: T3, s3gen: S3Gen, pool: KVPool, step: Callable | None = None, *,
                  probes: Probes = OFFICIAL.heads, max_queue: int | None = None, vocoder_batch: int | None = None,
-                 batch_prefill: bool | None = None, pipeline: bool | None = None):
+                 batch_prefill: bool | None = None, pipeline: bool | None = None,
+                 speculative: SpecConfig | None = None):
         max_queue = pool.slots if max_queue is None else max_queue
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue}")
@@ -151,6 +127,7 @@ class Scheduler:
             step = BatchedStep(t3, pool, probes)
             step.capture()  # a no-op without CUDA graphs
         self.step = step
+        self.speculative = speculative
         self._device = t3.speech_head.weight.device
         self.batch_prefill = self._device.type == "cuda" if batch_prefill is None else batch_prefill
         self.pipeline = self._device.type == "cuda" if pipeline is None else pipeline
@@ -161,7 +138,8 @@ class Scheduler:
         self._waiting: deque[Job] = deque()  # guarded by _cv
         self._active: list[Job] = []  # engine thread only
         self._closed = False
-        self._counts = dict(steps=0, step_rows=0, tokens=0, admitted=0, rejected=0)
+        self._counts = dict(steps=0, step_rows=0, tokens=0, admitted=0, rejected=0, spec_rounds=0, spec_drafted=0,
+                            spec_accepted=0, spec_emitted=0)
         self._wait_sum = self._wait_max = 0.0
         vocoder_device = s3gen.flow.encoder_proj.weight.device
         if vocoder_batch is None:
@@ -367,6 +345,11 @@ class Scheduler:
                 with self._cv:  # every session waits for its consumer, which tells nobody: look again soon
                     self._cv.wait(0.005)
             return
+        if self.speculative is not None and len(batch) <= self.speculative.max_batch:
+            self._settle()  # draft-and-verify reads host values: every earlier draw applied first
+            live = set(self._active)
+            self._spec_step([j for j in batch if j in live])
+            return
         t0 = time.perf_counter()
         sessions = [j.session for j in batch]
         at = [s.next_position for s in sessions]
@@ -396,6 +379,46 @@ class Scheduler:
             batch = [batch[k] for k in keep]
             logits, attn = logits.index_select(0, index), None if attn is None else attn.index_select(0, index)
         self._sample(batch, logits, attn, t0)
+
+    def _spec_step(self, batch: list[Job]) -> None:
+        """One speculative round per session of a small batch, in turn (each its own forward, so a
+        failure is that session's alone)."""
+        for job in batch:
+            t0 = time.perf_counter()
+            try:
+                if job.spec is None:
+                    job.spec = SpecSession(self.speculative, job.session, self._rows)
+                st = job.spec.stats
+                before = (st.rounds, st.drafted, st.accepted, st.emitted)
+                drawn = job.spec.round()
+            except Exception as e:  # noqa: BLE001 - its own draft and forward: this session only
+                self._active.remove(job)
+                self._fail(job, e)
+                continue
+            with self._cv:
+                for name, was in zip(("rounds", "drafted", "accepted", "emitted"), before):
+                    self._counts[f"spec_{name}"] += getattr(st, name) - was
+            self._accept_round(job, drawn, t0)
+
+    def _accept_round(self, job: Job, drawn: list, t0: float) -> None:
+        """A round's tokens for one session, in order, as `_accept` takes a step's."""
+        s = job.session
+        values = torch.cat([tok for tok, _ in drawn]).tolist()
+        dt = time.perf_counter() - t0
+        with self._cv:
+            self._counts["tokens"] += len(values)
+        s.timings.decode_s += dt
+        for (tok, position), value in zip(drawn, values):
+            s.took(tok, position)
+            more = s.accept(value)
+            if more:
+                self._vocoder.push(job.vocoding, value, s.guard_position)
+            if not more or s.next_position is None:
+                self._active.remove(job)
+                s.end()
+                job.released.set()
+                self._vocoder.flush(job.vocoding)
+                return
 
     def _sample(self, batch: list[Job], logits: torch.Tensor, attn: torch.Tensor | None, t0: float) -> None:
         """One sampling call (guards included) for every session of `batch`; a failure cannot be

@@ -1,18 +1,64 @@
 """What the scheduler keeps per submitted session (`Job`), the iterator its consumer reads
-(`Chunks`), and the ids of one sampling call on their way to the host (`Draws`)."""
+(`Chunks`), the ids of one sampling call on their way to the host (`Draws`), and its counters
+(`SchedulerStats`)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass
 
 import torch
 
 from .chunk_queue import ChunkQueue, LoopChunkQueue
 from .session import Session, SessionChunk
+from .spec_decode import SpecSession
 from .vocoder_worker import END, VocoderTask
 
-__all__ = ["Chunks", "Draws", "Job"]
+__all__ = ["Chunks", "Draws", "Job", "SchedulerStats"]
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    """A snapshot for /metrics. Counters are totals since the scheduler started."""
+
+    queued: int  # sessions waiting for a KV slot
+    active: int  # sessions decoding
+    vocoder_backlog: int  # sessions with vocoder work waiting
+    steps: int  # batched decode steps run
+    step_rows: int  # sessions stepped, summed over steps
+    tokens: int  # tokens drawn (first tokens from the prefill and EOS included)
+    admitted: int
+    rejected: int  # SchedulerBusy raised
+    queue_wait_s_sum: float  # time admitted sessions waited for a slot
+    queue_wait_s_max: float
+    vocoder_batches: int  # flow calls that rendered chunks of several sessions at once
+    vocoder_rows: int  # chunks those calls rendered
+    vocoder_retries: int  # batched flow calls that raised; their rows were rendered alone
+    spec_rounds: int = 0  # speculative rounds (one target forward each)
+    spec_drafted: int = 0  # tokens the drafts proposed ...
+    spec_accepted: int = 0  # ... and the target accepted
+    spec_emitted: int = 0  # tokens the rounds emitted (accepted + one resampled or bonus per round)
+
+    @property
+    def mean_batch(self) -> float:
+        return self.step_rows / self.steps if self.steps else 0.0
+
+    @property
+    def mean_vocoder_batch(self) -> float:
+        return self.vocoder_rows / self.vocoder_batches if self.vocoder_batches else 0.0
+
+    @property
+    def mean_queue_wait_s(self) -> float:
+        return self.queue_wait_s_sum / self.admitted if self.admitted else 0.0
+
+    @property
+    def spec_acceptance_rate(self) -> float:
+        return self.spec_accepted / self.spec_drafted if self.spec_drafted else 0.0
+
+    @property
+    def spec_tokens_per_forward(self) -> float:
+        return self.spec_emitted / self.spec_rounds if self.spec_rounds else 0.0
 
 
 class Job:
@@ -25,6 +71,7 @@ class Job:
         self.continuation = continuation
         self.out = out if out is not None else ChunkQueue()  # SessionChunk, exception, or END
         self.vocoding: VocoderTask | None = None  # made at admission
+        self.spec: SpecSession | None = None  # its draft state, made at its first speculative round
         self.abandoned = False  # the consumer closed its iterator
         self.released = threading.Event()  # the engine is done with it: slot back, or never leased
 

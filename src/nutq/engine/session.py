@@ -99,6 +99,7 @@ class Session:
     solver: Solver | None = None  # the flow's solver; None: the loaded decoder's official one
     timings: SessionTimings = field(default_factory=lambda: SessionTimings(time.perf_counter()))
     tokens: list[int] = field(default_factory=list)  # valid S3 ids emitted so far
+    ids: list[int] = field(default_factory=list)  # every id emitted but EOS (what T3 was fed back)
     guard_counts: dict[str, int] = field(default_factory=dict)
     stopped_on_eos: bool = False
 
@@ -201,6 +202,7 @@ class Session:
             self.stopped_on_eos = True
             return False
         tm.tokens += 1
+        self.ids.append(tok)
         # BOS or padding ids are fed back (as the official loop does) but never vocoded.
         if tok < self.t3.cfg.num_valid_speech:
             self.tokens.append(tok)
@@ -217,6 +219,11 @@ class Session:
         one), or None without a guard. A scheduler that vocodes later passes it to `vocode`/`flush`
         so that chunks report where the guard was when their last token was drawn."""
         return self._position if self.guard is not None else None
+
+    @property
+    def max_new(self) -> int:
+        """Tokens this session may draw at most (its limit, or what its KV slot holds)."""
+        return self._max_new
 
     @property
     def next_position(self) -> tuple[int, int] | None:

@@ -55,6 +55,10 @@ class SpecConfig:
     draft_cost: float = 0.15  # one draft step (a 4-layer draft of the 30-layer target, CFG rows)
     verify_cost_per_token: float = 0.08  # each extra position in the verify forward
     draft_guard: bool = True  # draft = target: give the draft its own guard (full acceptance)
+    # A scheduler decodes speculatively while at most this many sessions step together, and with
+    # plain batched steps above: a batched step's cost grows slowly with its rows, so beyond a few
+    # sessions one step for all beats a round per session (measured: BENCHMARKS.md).
+    max_batch: int = 1
 
     def __post_init__(self):
         if not 1 <= self.k <= self.k_max:
@@ -63,6 +67,8 @@ class SpecConfig:
             raise ValueError(f"tolerance must be in [0, 1), got {self.tolerance}")
         if not isinstance(self.draft, DraftT3) and self.draft != "target":
             raise ValueError(f"draft must be a DraftT3 or 'target', got {self.draft!r}")
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.draft_cost < 0 or self.verify_cost_per_token < 0:
             raise ValueError("costs must be >= 0")
 
@@ -132,7 +138,7 @@ def speculative_choice(proc: torch.Tensor, q: torch.Tensor, draft_token: int, *,
         t = int(proc.argmax())
         return t == draft_token, t
     p = proc.softmax(-1)
-    r = float(torch.rand((), generator=accept_generator))
+    r = float(torch.rand((), generator=accept_generator, device=p.device))
     if r < min(1.0, float(p[draft_token] / q[draft_token])) + tolerance:
         return True, draft_token
     residual = (p - q).clamp_min(0.0)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 
-from ..cli_args import add_dtype_argument, add_flow_arguments, flow_from_args
+from ..cli_args import (add_dtype_argument, add_flow_arguments, add_speculative_arguments, flow_from_args,
+                        speculative_from_args)
 from ..engine.config import CPU_SESSIONS, DEFAULT_QUEUE
 from .config import ServeConfig  # a plain dataclass: cheap enough for `nutq --help`
 
@@ -29,6 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     add_dtype_argument(p)
     add_flow_arguments(p)
+    add_speculative_arguments(p)
     p.add_argument("--voice-store", help="where registered voices persist: a directory (this server's own), or "
                                          "redis://host:6379/0 to share them between replicas (needs nutq[redis])")
     p.add_argument("--api-key", action="append", default=[],
@@ -118,7 +120,8 @@ def build(args):
 
     engine_config = EngineConfig(device=args.device, dtype=args.dtype, flow_dtype=args.flow_dtype,
                                  flow=flow_from_args(args), max_sessions=args.max_sessions, max_queue=args.max_queue,
-                                 voice_store=args.voice_store)  # checked before anything loads
+                                 voice_store=args.voice_store,
+                                 **speculative_from_args(args))  # checked before anything loads
     env_keys = [k.strip() for k in os.environ.get("NUTQ_API_KEYS", "").split(",") if k.strip()]
     config = ServeConfig(api_keys=tuple(args.api_key + env_keys), max_input_chars=args.max_input_chars,
                          default_language=args.language, warmup=not args.no_warmup,
