@@ -16,6 +16,9 @@ full-size checkpoint (`nutq make-checkpoint DIR --size full`) and are skipped wi
   second_device           graph replay on cuda:1 (skipped with one GPU)
   scheduler_e2e           tiny checkpoint, 8 threads through one Scheduler: 960 samples per token,
                           no hang, pool and memory back afterwards
+  stage_clock             CUDA-event stage timings: positive, not above the synchronized wall time
+  scheduler_vs_solo       tiny checkpoint, fp32: sessions admitted together (one batched prefill)
+                          and decoded with pipelined host reads draw the tokens of solo runs
   full_capture            full-size T3 (bf16): capture of every (batch, span) graph, ms per replay
   flow_render             full-size flow render ms for fp32 / TF32 / bf16, batch 1 and 8, peak MiB
 """
@@ -197,7 +200,7 @@ def scheduler_e2e(args) -> dict:
                             SamplingParams(max_new_tokens=80), generator=torch.Generator("cuda").manual_seed(i),
                             noise_generator=torch.Generator("cuda").manual_seed(100 + i))
                 chunks = list(sched.run(s))
-                results[i] = (sum(len(c.audio) for c in chunks), len(s.tokens))
+                results[i] = (sum(len(c.audio) for c in chunks), len(s.tokens), s.timings.flow_ms)
             except Exception as e:  # noqa: BLE001 - reported below
                 errors.append(repr(e))
 
@@ -213,6 +216,9 @@ def scheduler_e2e(args) -> dict:
     bad = {i: r for i, r in results.items() if r[0] != 960 * r[1]}
     if bad:
         raise AssertionError(f"audio is not 960 samples per token: {bad}")
+    untimed = {i: r for i, r in results.items() if r[1] and not r[2] > 0}
+    if untimed:
+        raise AssertionError(f"streams without a positive flow time (CUDA-event stage timings): {untimed}")
     in_use = pool.in_use
     del sched, pool
     gc.collect()
@@ -221,6 +227,62 @@ def scheduler_e2e(args) -> dict:
     if in_use or grown > 64:
         raise AssertionError(f"after the streams {in_use} slots are leased and {grown:.0f} MiB more are allocated")
     return {"streams": len(results), "tokens": sum(r[1] for r in results.values()), "memory_growth_mib": round(grown, 1)}
+
+
+def stage_clock(args) -> dict:
+    from nutq.engine.stage_clock import StageClock, ms_between
+
+    a = torch.randn(4096, 4096, device="cuda")
+    clock = StageClock(torch.device("cuda"))
+    a @ a
+    torch.cuda.synchronize()
+    t0, m0 = time.perf_counter(), clock.mark()
+    for _ in range(8):
+        a @ a
+    m1 = clock.mark()
+    torch.cuda.synchronize()
+    wall = 1e3 * (time.perf_counter() - t0)
+    ev = ms_between(m0, m1)
+    if not 0 < ev <= wall * 1.05 + 0.5:
+        raise AssertionError(f"event time {ev:.3f} ms vs synchronized wall time {wall:.3f} ms")
+    return {"event_ms": round(ev, 3), "wall_ms": round(wall, 3)}
+
+
+def scheduler_vs_solo(args) -> dict:
+    from nutq.checkpoints.make import make_checkpoint
+    from nutq.engine.sampling import SamplingParams
+    from nutq.engine.scheduler import Scheduler
+    from nutq.engine.session import Session
+    from nutq.tts import TTS
+
+    with tempfile.TemporaryDirectory() as tmp:
+        make_checkpoint(Path(tmp) / "tiny", size="tiny")
+        tts = TTS.from_local(Path(tmp) / "tiny", device="cuda", dtype="fp32", flow_dtype="fp32")
+    t3, texts = tts.t3, ["مرحبا بكم", "هذا نص آخر أطول قليلا من الأول", "كيف حالك؟"]
+
+    def session(pool, i):
+        return Session(t3, tts.s3gen, pool, tts.text_ids(texts[i]), tts.default_voice, SamplingParams(max_new_tokens=40),
+                       generator=torch.Generator("cuda").manual_seed(i),
+                       noise_generator=torch.Generator("cuda").manual_seed(100 + i))
+
+    solo = []
+    for i in range(3):
+        s = session(KVPool(t3.cfg.llama, 1, 256, device="cuda"), i)
+        list(s.run())
+        solo.append(s.tokens)
+    pool = KVPool(t3.cfg.llama, 4, 256, device="cuda")
+    with Scheduler(t3, tts.s3gen, pool) as sched:
+        if not sched.pipeline:
+            raise AssertionError("the scheduler should pipeline its host reads on CUDA")
+        ss = [session(pool, i) for i in range(3)]
+        with sched._cv:  # admitted at one step boundary: one batched prefill
+            its = [sched.run(s) for s in ss]
+        for it in its:
+            list(it)
+    differ = [i for i, s in enumerate(ss) if s.tokens != solo[i]]
+    if differ:
+        raise AssertionError(f"sessions {differ} drew other tokens than alone (a rounding edge would show here)")
+    return {"sessions": 3, "tokens": sum(len(t) for t in solo)}
 
 
 def _full(args):
@@ -297,6 +359,8 @@ CHECKS = {
     "inv_freq_bf16": inv_freq_bf16,
     "second_device": second_device,
     "scheduler_e2e": scheduler_e2e,
+    "stage_clock": stage_clock,
+    "scheduler_vs_solo": scheduler_vs_solo,
     "full_capture": full_capture,
     "flow_render": flow_render,
 }

@@ -68,7 +68,7 @@ def test_planned_capacity_is_what_the_engine_will_admit(monkeypatch, tiny_checkp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     llama = configs_from_sidecar(files.sidecar)["t3"].llama
     weights = sum(p.stat().st_size for p in (files.t3, files.s3gen, files.ve))
-    per_slot = kv_bytes_per_slot(llama.num_layers, llama.num_kv_heads, llama.head_dim, 1500, torch.bfloat16)
+    per_slot = kv_bytes_per_slot(llama.num_layers, llama.num_kv_heads, llama.head_dim, 1536, torch.bfloat16)  # 1500 aligned
     free = weights + 20 * per_slot  # room for 10 slots in half of it once the weights are in
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, 2 * free))
     expected = slots_for_memory(free - weights, per_slot) + DEFAULT_QUEUE  # bf16 on CUDA, weights not loaded yet
@@ -77,6 +77,20 @@ def test_planned_capacity_is_what_the_engine_will_admit(monkeypatch, tiny_checkp
     # ... and the loaded engine, whose weights are then in use, sizes its pool the same way
     fake = SimpleNamespace(t3=SimpleNamespace(cfg=SimpleNamespace(llama=llama),
                                               speech_head=SimpleNamespace(weight=torch.zeros(1, dtype=torch.bfloat16))),
-                           config=EngineConfig(), device=torch.device("cuda"))
+                           config=EngineConfig().resolve(), device=torch.device("cuda"))
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free - weights, 2 * free))
     assert Engine._slots_from_gpu_memory(fake) + DEFAULT_QUEUE == expected
+
+
+def test_cache_length_is_rounded_up_to_a_multiple_of_64(tiny_checkpoint):
+    assert [EngineConfig(max_cache_len=n).resolve().max_cache_len for n in (1500, 1536, 128, 129, 2)] == \
+        [1536, 1536, 128, 192, 64]
+    from nutq.engine.batched_step import span_ladder
+    from nutq.tts import TTS
+
+    tts = TTS.from_local(tiny_checkpoint, max_sessions=1, max_cache_len=100)
+    try:
+        assert tts.pool.max_len == 128 and tts.engine.planner.max_cache_len == 128
+        assert span_ladder(tts.pool.max_len)[-1] == 128  # the top graph span is the aligned length
+    finally:
+        tts.close()

@@ -85,3 +85,31 @@ def test_rel_positional_encoding_is_centered_on_zero_offset():
     assert torch.equal(centre[0::2], torch.zeros(8)) and torch.equal(centre[1::2], torch.ones(8))
     # +p and -p rows: sin is odd, cos even.
     assert torch.allclose(pe[0, 1, 0::2], -pe[0, 7, 0::2]) and torch.allclose(pe[0, 1, 1::2], pe[0, 7, 1::2])
+
+
+def _explicit_attention(att: RelPositionAttention, x, pos_emb, key_mask):
+    """The explicit form: (B, H, T, T) scores from both terms, masked softmax, weighted sum."""
+    import math
+
+    b, t, _ = x.shape
+    q = att.linear_q(x).view(b, t, att.h, att.d_k)
+    k = att.linear_k(x).view(b, t, att.h, att.d_k).transpose(1, 2)
+    v = att.linear_v(x).view(b, t, att.h, att.d_k).transpose(1, 2)
+    p = att.linear_pos(pos_emb).view(1, -1, att.h, att.d_k).transpose(1, 2)
+    ac = (q + att.pos_bias_u).transpose(1, 2) @ k.transpose(-2, -1)
+    bd = att.rel_shift((q + att.pos_bias_v).transpose(1, 2) @ p.transpose(-2, -1))
+    pad = ~key_mask[:, None, None, :]
+    w = ((ac + bd) / math.sqrt(att.d_k)).masked_fill(pad, float("-inf")).softmax(-1).masked_fill(pad, 0.0)
+    return att.linear_out((w @ v).transpose(1, 2).reshape(b, t, -1))
+
+
+def test_sdpa_attention_with_a_positional_bias_equals_the_explicit_scores():
+    torch.manual_seed(0)
+    att = randomize_module(RelPositionAttention(64, 4), 1).eval()
+    t = 13
+    x = torch.randn(3, t, 64)
+    pos_emb = rel_positional_encoding(t, 64)
+    key_mask = torch.arange(t)[None] < torch.tensor([[t], [7], [1]])  # full, padded, one key
+    with torch.inference_mode():
+        got, want = att(x, pos_emb, key_mask), _explicit_attention(att, x, pos_emb, key_mask)
+    assert (got - want).abs().max().item() <= 1e-5

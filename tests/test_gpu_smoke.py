@@ -47,4 +47,4 @@ def test_graph_replay_check_runs_its_comparison_on_cpu(smoke, monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_tiny_checks_pass_on_a_gpu(smoke):
     assert smoke.main(["--only", "graph_replay_fp32", "graph_replay_bf16", "sdpa_kernel", "inv_freq_bf16",
-                       "second_device", "scheduler_e2e", "host_step", "--sessions", "1", "8"]) == 0
+                       "second_device", "scheduler_e2e", "stage_clock", "scheduler_vs_solo", "host_step", "--sessions", "1", "8"]) == 0

@@ -7,6 +7,12 @@ bias in attention, so rows match the solo flow up to float rounding, not bit for
 are orders larger: padding leaking into a row moves its mel by 1e-2..0.25
 (`test_padded_rows_need_isolation`); another row's noise or the look-ahead cut taken from the
 padded end fail every test here.
+
+Through the scheduler with the meanflow decoder the audio rounding is larger (random tiny HiFT
+weights amplify it): measured 7.6e-5 to 9.5e-5 per session with the flow encoder's explicit
+attention scores and 0 to 1.04e-4 with SDPA and a positional bias (its current form), whose mels
+are as close to an fp64 render as the explicit form's (both <= 2.4e-6 on all four rows of
+`rows`, batched and solo). Same error class, so that test allows `SCHEDULER_AUDIO_ATOL`.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from nutq.tts import TTS
 
 MEL_ATOL = 1e-4
 AUDIO_ATOL = 1e-4
+SCHEDULER_AUDIO_ATOL = 2e-4  # see the module docstring: meanflow through the scheduler
 TEXTS = ("مرحبا بكم في نطق", "هذا نص آخر أطول قليلا من الأول", "كيف حالك؟", "نص رابع للتجربة")
 CACHE_LEN = 128
 P = SamplingParams(max_new_tokens=24)
@@ -227,7 +234,7 @@ def test_sessions_vocoded_in_batches_equal_each_alone(tts, voices, monkeypatch):
         assert s.tokens == tokens, f"session {i}: tokens differ from the solo run"
         assert [len(a) for a in audio] == [len(a) for a in ref_audio], f"session {i}: chunk sizes differ"
         err = max(float(np.abs(a - b).max()) for a, b in zip(audio, ref_audio) if len(a))
-        assert err <= AUDIO_ATOL, f"session {i}: audio differs from the solo run by {err:.3g}"
+        assert err <= SCHEDULER_AUDIO_ATOL, f"session {i}: audio differs from the solo run by {err:.3g}"
 
 
 def test_a_failing_row_fails_its_session_only(tts, voices, monkeypatch):

@@ -6,6 +6,7 @@ defaults resolve on the machine at hand.
     tf32                     TF32 matmuls for the parts that stay fp32 (CUDA only)
     max_sessions None        CPU: 4 KV slots; CUDA: as many as fit in a share of free GPU memory
     max_queue                streams waiting beyond the free slots before new ones are refused
+    max_cache_len            positions per KV slot, rounded up to a multiple of 64 (1500 -> 1536)
     draft None               speculative T3 decoding off; a draft file, "shortcut:N" or "target" turns it on
 
 `resolve()` turns the "auto"/None fields into concrete values; it reads the machine (CUDA
@@ -105,8 +106,12 @@ class EngineConfig:
     def resolve(self) -> "EngineConfig":
         """The device and dtypes made concrete for this machine ("auto" -> cuda or cpu; None
         dtypes -> bf16 on CUDA, the weights' own fp32 elsewhere). `max_sessions` stays None on
-        CUDA (sized from memory once the model is loaded) and becomes `CPU_SESSIONS` on CPU."""
+        CUDA (sized from memory once the model is loaded) and becomes `CPU_SESSIONS` on CPU.
+        `max_cache_len` is rounded up to a multiple of 64 (`kv_pool.aligned_cache_len`: aligned
+        attention kernels and graph spans), so the default 1500 gives 1536 positions."""
         import torch  # here, not at the top: `nutq --help` builds its parsers from this module's defaults
+
+        from .kv_pool import aligned_cache_len  # (kv_pool imports torch)
 
         device = self.device
         if device == "auto":
@@ -116,7 +121,7 @@ class EngineConfig:
         except RuntimeError as e:
             raise ClientError(f"unknown device {device!r}: {e}") from None
         cuda = dev.type == "cuda"
-        return replace(self, device=str(dev),
+        return replace(self, device=str(dev), max_cache_len=aligned_cache_len(self.max_cache_len),
                        dtype=self.dtype or ("bf16" if cuda else None),
                        flow_dtype=self.flow_dtype or ("bf16" if cuda else None),
                        max_sessions=self.max_sessions or (None if cuda else CPU_SESSIONS))

@@ -16,9 +16,21 @@ import torch
 from ..errors import BusyError
 from ..models.llama import KVCache, KVView, LlamaConfig
 
-__all__ = ["KVPool", "KVSlot", "PoolExhausted", "ROWS_PER_SESSION"]
+__all__ = ["CACHE_ALIGN", "KVPool", "KVSlot", "PoolExhausted", "ROWS_PER_SESSION", "aligned_cache_len"]
 
 ROWS_PER_SESSION = 2  # CFG: conditional and unconditional rows
+# The engine's cache length is a multiple of this. The cache length is the last attention span
+# of the batched step (a CUDA graph per span) and the key length its attention reads there:
+# fused attention kernels tile keys in blocks of 64 or 128, and the memory-efficient kernel wants
+# its mask's last dimension aligned to 16 elements (PyTorch pads an unaligned mask on every call,
+# a copy per layer per step). 1500 (the old default) is neither; 1536 is both, and equals
+# 1024 + 512, so the top span is a whole number of tiles like the smaller spans.
+CACHE_ALIGN = 64
+
+
+def aligned_cache_len(n: int) -> int:
+    """`n` positions rounded up to a multiple of `CACHE_ALIGN` (1500 -> 1536)."""
+    return -(-n // CACHE_ALIGN) * CACHE_ALIGN
 
 
 class PoolExhausted(BusyError):

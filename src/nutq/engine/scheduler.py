@@ -1,19 +1,22 @@
 """One engine thread that owns T3 and decodes every active session in one batched step.
 
-    submit ──► waiting line (bounded) ──► admitted when a KV slot is free: prefill, first token
+    submit ──► waiting line (bounded) ──► admitted when a KV slot is free: the newcomers of a
+               step boundary prefilled (on CUDA in ONE forward), first tokens drawn in one call
            ──► active: each iteration, ONE step for all active sessions, then ONE sampling call
                (guards included) draws every session's next token, each with its own
                parameters, generator and guard state (`row_sampler`)
-           ──► tokens go to the vocoder thread (`vocoder_worker`), chunks to the session's queue
+           ──► ids read on the host (`_settle`; on CUDA while the next forward runs), tokens to
+               the vocoder thread (`vocoder_worker`), chunks to the session's queue
 
 Every iteration of the engine loop is a step boundary: sessions that were cancelled, whose
 consumer went away or whose vocoder failed leave there (their slot goes back to the pool), and
 newcomers join there (prefilled before the step, so their first token is drawn and on its way to
 the vocoder without waiting for the batch). A session's results do not depend on who else is in
 the batch: sampling, guard and vocoder state are its own. With `LoopStep` its forward is the solo
-`decode_step` on its own rows, so tokens and audio equal a solo `Session.run()` bit for bit; the
-default `BatchedStep` (one forward for all) differs from it by float rounding only (other matmul
-shapes), which leaves the drawn tokens the same unless a draw sits on a rounding-sized edge.
+`decode_step` on its own rows and (with `batch_prefill=False`) its prefill its solo one, so
+tokens and audio equal a solo `Session.run()` bit for bit; the default `BatchedStep` (one forward
+for all) and the batched prefill (padded prompts) differ from it by float rounding only (other
+matmul shapes), which leaves the drawn tokens the same unless a draw sits on a rounding-sized edge.
 
 Errors stay with their session: a failing prefill or vocoder fails that session's consumer only.
 A failing batched forward or sampling call cannot be pinned on one session, so every session in
@@ -22,12 +25,10 @@ that step fails; the engine itself keeps serving the others.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +39,12 @@ from .alignment import OFFICIAL
 from ..errors import BusyError, EngineError
 from .batched_step import BatchedStep
 from .chunk_queue import MAX_UNREAD_CHUNKS, ChunkQueue, LoopChunkQueue
-from .decode import decode_step
+from .decode import decode_step, prefill_many
 from .kv_pool import ROWS_PER_SESSION, KVPool, PoolExhausted
 from .row_sampler import RowSampler
-from .session import Session, SessionChunk
+from .sampling import to_device
+from .scheduler_jobs import Chunks, Draws, Job, SchedulerStats
+from .session import Session
 from .spec_decode import SpecSession
 from .speculative import SpecConfig
 from .vocoder_worker import END, VocoderTask, VocoderWorker
@@ -49,6 +52,9 @@ from .vocoder_worker import END, VocoderTask, VocoderWorker
 __all__ = ["Scheduler", "SchedulerBusy", "SchedulerClosed", "SchedulerStats", "LoopStep"]
 
 Probes = tuple[tuple[int, int], ...]
+# Sessions prefilled in one forward at most: its scratch cache holds 2 rows per session of the
+# longest prompt (the full-size T3 at ~200 prompt positions: ~25 MB per row in fp32).
+PREFILL_BATCH = 8
 
 
 class SchedulerBusy(PoolExhausted):
@@ -57,49 +63,6 @@ class SchedulerBusy(PoolExhausted):
 
 class SchedulerClosed(EngineError):
     """The scheduler was closed before this session finished."""
-
-
-@dataclass(frozen=True)
-class SchedulerStats:
-    """A snapshot for /metrics. Counters are totals since the scheduler started."""
-
-    queued: int  # sessions waiting for a KV slot
-    active: int  # sessions decoding
-    vocoder_backlog: int  # sessions with vocoder work waiting
-    steps: int  # batched decode steps run
-    step_rows: int  # sessions stepped, summed over steps
-    tokens: int  # tokens drawn (first tokens from the prefill and EOS included)
-    admitted: int
-    rejected: int  # SchedulerBusy raised
-    queue_wait_s_sum: float  # time admitted sessions waited for a slot
-    queue_wait_s_max: float
-    vocoder_batches: int  # flow calls that rendered chunks of several sessions at once
-    vocoder_rows: int  # chunks those calls rendered
-    vocoder_retries: int  # batched flow calls that raised; their rows were rendered alone
-    spec_rounds: int = 0  # speculative rounds (one target forward each)
-    spec_drafted: int = 0  # tokens the drafts proposed ...
-    spec_accepted: int = 0  # ... and the target accepted
-    spec_emitted: int = 0  # tokens the rounds emitted (accepted + one resampled or bonus per round)
-
-    @property
-    def mean_batch(self) -> float:
-        return self.step_rows / self.steps if self.steps else 0.0
-
-    @property
-    def mean_vocoder_batch(self) -> float:
-        return self.vocoder_rows / self.vocoder_batches if self.vocoder_batches else 0.0
-
-    @property
-    def mean_queue_wait_s(self) -> float:
-        return self.queue_wait_s_sum / self.admitted if self.admitted else 0.0
-
-    @property
-    def spec_acceptance_rate(self) -> float:
-        return self.spec_accepted / self.spec_drafted if self.spec_drafted else 0.0
-
-    @property
-    def spec_tokens_per_forward(self) -> float:
-        return self.spec_emitted / self.spec_rounds if self.spec_rounds else 0.0
 
 
 class LoopStep:
@@ -124,81 +87,6 @@ class LoopStep:
         return logits, attn
 
 
-class _Job:
-    """A submitted session and what the engine knows about it."""
-
-    def __init__(self, session: Session, t_submit: float, continuation: bool = False,
-                 out: ChunkQueue | LoopChunkQueue | None = None):
-        self.session = session
-        self.t_submit = t_submit
-        self.continuation = continuation
-        self.out = out if out is not None else ChunkQueue()  # SessionChunk, exception, or END
-        self.vocoding: VocoderTask | None = None  # made at admission
-        self.spec: SpecSession | None = None  # its draft state, made at its first speculative round
-        self.abandoned = False  # the consumer closed its iterator
-        self.released = threading.Event()  # the engine is done with it: slot back, or never leased
-
-    @property
-    def leaving(self) -> bool:
-        """Should leave at the next step boundary."""
-        v = self.vocoding
-        return self.abandoned or self.session.cancelled or (v is not None and v.failed)
-
-
-class _Chunks:
-    """A session's chunks, read from its queue: iterate from a thread (`ChunkQueue`) or `async
-    for` on the loop of a `LoopChunkQueue`. `close()` / `await aclose()` when leaving early."""
-
-    def __init__(self, job: _Job, cv: threading.Condition):
-        self._job, self._cv, self._done = job, cv, False
-        if isinstance(job.out, LoopChunkQueue):
-            job.out.on_loop_closed = self._abandon
-
-    def __iter__(self) -> "_Chunks":
-        return self
-
-    def __next__(self) -> SessionChunk:
-        if self._done:
-            raise StopIteration
-        return self._item(self._job.out.get(), StopIteration)
-
-    def __aiter__(self) -> "_Chunks":
-        return self
-
-    async def __anext__(self) -> SessionChunk:
-        if self._done:
-            raise StopAsyncIteration
-        return self._item(await self._job.out.aget(), StopAsyncIteration)
-
-    def _item(self, item, stop: type[Exception]) -> SessionChunk:
-        if item is END or isinstance(item, BaseException):
-            self._done = True
-            if item is END:
-                raise stop
-            raise item
-        return item
-
-    def _abandon(self) -> None:
-        self._done = True
-        job = self._job
-        if job.vocoding is not None:
-            job.vocoding.stopped = True  # nobody will read what is left
-        if not job.released.is_set():
-            with self._cv:
-                job.abandoned = True
-                self._cv.notify()
-
-    def close(self) -> None:
-        """Leave now; returns once the engine has let go of the session's slot."""
-        self._abandon()
-        self._job.released.wait()
-
-    async def aclose(self) -> None:
-        self._abandon()
-        if not self._job.released.is_set():  # the next step boundary: wait off the event loop
-            await asyncio.to_thread(self._job.released.wait)
-
-
 class Scheduler:
     """Run sessions together: `for chunk in scheduler.run(session)`.
 
@@ -212,13 +100,24 @@ class Scheduler:
     a batched call costs as much as its rows alone, and more when their lengths differ (padding;
     benchmarks/vocoder_batch.py), while the first chunk in it waits for all rows.
 
+    `batch_prefill` (default: on CUDA): sessions admitted at the same step boundary are prefilled
+    in one forward (`decode.prefill_many`; off: each alone, bit-exact with a solo run). On CPU the
+    prefill is compute-bound and the padding to the longest prompt is extra work, so one forward
+    was slower there (benchmarks/batched_prefill.py); on a GPU it saves a launch-bound forward per
+    newcomer. `pipeline` (default: on CUDA): a step's drawn ids are read on the host only after
+    the next forward is launched (`_settle`), so the read overlaps the device's work. On CPU the
+    launch *is* the work, so a deferred read would only hand every token to the vocoder one
+    forward later.
+
     `speculative`: while at most `speculative.max_batch` sessions step together, each decodes by
     draft-and-verify rounds (`spec_decode`) instead, with its own adaptive k; above, plain batched
     steps. Tokens keep the plain sampler's distribution either way (greedy: the same tokens).
+    Its rounds need the host's values of every draw so far: pending reads are settled first.
     """
 
     def __init__(self, t3: T3, s3gen: S3Gen, pool: KVPool, step: Callable | None = None, *,
                  probes: Probes = OFFICIAL.heads, max_queue: int | None = None, vocoder_batch: int | None = None,
+                 batch_prefill: bool | None = None, pipeline: bool | None = None,
                  speculative: SpecConfig | None = None):
         max_queue = pool.slots if max_queue is None else max_queue
         if max_queue < 0:
@@ -230,11 +129,14 @@ class Scheduler:
         self.step = step
         self.speculative = speculative
         self._device = t3.speech_head.weight.device
+        self.batch_prefill = self._device.type == "cuda" if batch_prefill is None else batch_prefill
+        self.pipeline = self._device.type == "cuda" if pipeline is None else pipeline
+        self._pending: list[Draws] = []  # draws not read on the host yet (engine thread only)
         # every session's sampler and guard state: one sampling call per step for all of them
         self._rows = RowSampler(t3, pool.slots, max_text=pool.max_len - t3.cfg.len_cond)
         self._cv = threading.Condition()
-        self._waiting: deque[_Job] = deque()  # guarded by _cv
-        self._active: list[_Job] = []  # engine thread only
+        self._waiting: deque[Job] = deque()  # guarded by _cv
+        self._active: list[Job] = []  # engine thread only
         self._closed = False
         self._counts = dict(steps=0, step_rows=0, tokens=0, admitted=0, rejected=0, spec_rounds=0, spec_drafted=0,
                             spec_accepted=0, spec_emitted=0)
@@ -249,7 +151,7 @@ class Scheduler:
     # ------------------------------------------------------------------ public
 
     def run(self, session: Session, continuation: bool = False,
-            out: ChunkQueue | LoopChunkQueue | None = None) -> "_Chunks":
+            out: ChunkQueue | LoopChunkQueue | None = None) -> "Chunks":
         """Queue `session` now (SchedulerBusy / SchedulerClosed / EngineError are raised here) and
         return an iterator over its chunks as they are ready (`out`: where the vocoder thread puts
         them; default a `ChunkQueue` read by the iterating thread). Its `close()` removes the
@@ -271,14 +173,14 @@ class Scheduler:
                 self._counts["rejected"] += 1
                 raise SchedulerBusy(f"all {self.pool.slots} sessions are busy and {len(self._waiting) - free} "
                                     f"wait already (limit {self.max_queue})")
-            job = _Job(session, time.perf_counter(), continuation, out)
+            job = Job(session, time.perf_counter(), continuation, out)
             if continuation:
                 at = next((i for i, j in enumerate(self._waiting) if not j.continuation), len(self._waiting))
                 self._waiting.insert(at, job)
             else:
                 self._waiting.append(job)
             self._cv.notify()
-        return _Chunks(job, self._cv)
+        return Chunks(job, self._cv)
 
     def stats(self) -> SchedulerStats:
         with self._cv:
@@ -346,7 +248,7 @@ class Scheduler:
             self._active.remove(j)
             self._stop(j)
 
-    def _stop(self, job: _Job) -> None:
+    def _stop(self, job: Job) -> None:
         """Cancelled or abandoned: end quietly; failed: its error is already in its queue."""
         if job.vocoding is not None:
             job.vocoding.stopped = True
@@ -355,7 +257,7 @@ class Scheduler:
             job.out.put(END)
         job.released.set()
 
-    def _fail(self, job: _Job, error: BaseException) -> None:
+    def _fail(self, job: Job, error: BaseException) -> None:
         if job.vocoding is not None:
             job.vocoding.stopped = True
         job.session.end()
@@ -363,8 +265,9 @@ class Scheduler:
         job.released.set()
 
     def _admit(self) -> None:
-        """Newcomers: lease, prefill and draw the first token, in arrival order, while slots last."""
-        begun = []
+        """Newcomers: lease, prefill (together, `PREFILL_BATCH` at a time) and draw the first
+        token, in arrival order, while slots last."""
+        leased = []
         while True:
             with self._cv:
                 if not self._waiting or self._closed:
@@ -374,15 +277,50 @@ class Scheduler:
                 except PoolExhausted:
                     break
                 job = self._waiting.popleft()
-            s = job.session
             now = time.perf_counter()
-            s.timings.queue_s = wait = now - job.t_submit
+            job.session.timings.queue_s = wait = now - job.t_submit
             with self._cv:
                 self._counts["admitted"] += 1
                 self._wait_sum += wait
                 self._wait_max = max(self._wait_max, wait)
+            leased.append((job, slot))
+        begun = []
+        for i in range(0, len(leased), PREFILL_BATCH):
+            begun += self._begin(leased[i:i + PREFILL_BATCH])
+        if begun:
+            jobs = [j for j, _ in begun]
+            self._active.extend(jobs)
+            self._sample(jobs, torch.stack([lg for _, lg in begun]), None, time.perf_counter())
+
+    def _begin(self, leased: list) -> list:
+        """Prefill the sessions of `leased` ((job, slot) pairs) in one forward and start them;
+        returns (job, first logits) of those that began. A bad prompt or voice fails its own
+        session before the forward; a failing shared forward is retried per session, so that its
+        error lands on the session that caused it."""
+        t0 = time.perf_counter()
+        prompts = []
+        for job, slot in leased:
             try:
-                logits = s.begin(slot, self._rows)
+                prompts.append((job, slot, job.session.prompt() if self.batch_prefill and len(leased) > 1 else None))
+            except Exception as e:  # noqa: BLE001 - bad prompt etc.: this session only
+                slot.release()  # not the session's yet: begin() takes it
+                self._fail(job, e)
+        outs = [None] * len(prompts)
+        if len(prompts) > 1 and self.batch_prefill:
+            probes = self.probes if any(j.session.probes for j, _, _ in prompts) else ()
+            try:
+                outs = prefill_many(self.t3, [e for _, _, e in prompts], [sl.cache for _, sl, _ in prompts], probes)
+            except Exception:  # noqa: BLE001 - cannot be pinned on one session: each alone below
+                outs = [None] * len(prompts)
+        dt = time.perf_counter() - t0
+        begun = []
+        for (job, slot, _), out in zip(prompts, outs):
+            s = job.session
+            try:
+                if out is not None:
+                    logits, attn, L = out
+                    out = (logits, attn if s.probes else None, L, dt)
+                logits = s.begin(slot, self._rows, out)
                 ready = None
                 if self._device.type == "cuda":  # the vocoder's stream waits for its noise, drawn here
                     ready = torch.cuda.Event()
@@ -392,27 +330,29 @@ class Scheduler:
                 self._fail(job, e)
                 continue
             begun.append((job, logits))
-        if begun:
-            jobs = [j for j, _ in begun]
-            self._active.extend(jobs)
-            self._sample(jobs, torch.stack([lg for _, lg in begun]), None, time.perf_counter())
+        return begun
 
     def _step(self) -> None:
         # A session whose consumer has not taken its last chunks sits this step out: its stream's
         # client is slow (or has stopped reading), so it waits with its slot instead of decoding
-        # ahead into memory and taking steps from the others.
-        batch = [j for j in self._active if j.out.qsize() < MAX_UNREAD_CHUNKS]
+        # ahead into memory and taking steps from the others. A session at its limit has a draw
+        # still unread (pipelined): it leaves when that is read.
+        batch = [j for j in self._active
+                 if j.out.qsize() < MAX_UNREAD_CHUNKS and j.session.next_position is not None]
         if not batch:
+            self._settle()
             if self._active:
                 with self._cv:  # every session waits for its consumer, which tells nobody: look again soon
                     self._cv.wait(0.005)
             return
         if self.speculative is not None and len(batch) <= self.speculative.max_batch:
-            self._spec_step(batch)
+            self._settle()  # draft-and-verify reads host values: every earlier draw applied first
+            live = set(self._active)
+            self._spec_step([j for j in batch if j in live])
             return
         t0 = time.perf_counter()
         sessions = [j.session for j in batch]
-        at = [s.next_position for s in sessions]  # never None: sessions at their limit have left
+        at = [s.next_position for s in sessions]
         try:
             tokens = torch.cat([s.fed for s in sessions])
             logits, attn = self.step([s.slot.index for s in sessions], tokens, [a[0] for a in at],
@@ -421,13 +361,26 @@ class Scheduler:
             for job in batch:
                 self._active.remove(job)
                 self._fail(job, e)
+            self._settle()
             return
         with self._cv:
             self._counts["steps"] += 1
             self._counts["step_rows"] += len(batch)
+        # Pipelined: the previous draws are read while this forward runs on the device. A session
+        # they end (EOS, limit) has had one forward too many: its outputs are dropped here, and
+        # nothing was drawn for it (its sampler and guard state stay as they were).
+        self._settle()
+        live = set(self._active)
+        keep = [k for k, j in enumerate(batch) if j in live]
+        if len(keep) < len(batch):
+            if not keep:
+                return
+            index = to_device(torch.tensor(keep), self._device)
+            batch = [batch[k] for k in keep]
+            logits, attn = logits.index_select(0, index), None if attn is None else attn.index_select(0, index)
         self._sample(batch, logits, attn, t0)
 
-    def _spec_step(self, batch: list[_Job]) -> None:
+    def _spec_step(self, batch: list[Job]) -> None:
         """One speculative round per session of a small batch, in turn (each its own forward, so a
         failure is that session's alone)."""
         for job in batch:
@@ -447,7 +400,7 @@ class Scheduler:
                     self._counts[f"spec_{name}"] += getattr(st, name) - was
             self._accept_round(job, drawn, t0)
 
-    def _accept_round(self, job: _Job, drawn: list, t0: float) -> None:
+    def _accept_round(self, job: Job, drawn: list, t0: float) -> None:
         """A round's tokens for one session, in order, as `_accept` takes a step's."""
         s = job.session
         values = torch.cat([tok for tok, _ in drawn]).tolist()
@@ -467,9 +420,10 @@ class Scheduler:
                 self._vocoder.flush(job.vocoding)
                 return
 
-    def _sample(self, batch: list[_Job], logits: torch.Tensor, attn: torch.Tensor | None, t0: float) -> None:
+    def _sample(self, batch: list[Job], logits: torch.Tensor, attn: torch.Tensor | None, t0: float) -> None:
         """One sampling call (guards included) for every session of `batch`; a failure cannot be
-        pinned on one session, so it fails them all."""
+        pinned on one session, so it fails them all. The ids stay on the device until `_settle`
+        (at once unless pipelined)."""
         sessions = [j.session for j in batch]
         try:
             tokens, positions = self._rows.sample([s.slot.index for s in sessions], logits, attn)
@@ -478,32 +432,36 @@ class Scheduler:
                 self._active.remove(job)
                 self._fail(job, e)
             return
-        drawn = []
-        for k, (job, s) in enumerate(zip(batch, sessions)):
-            tok = tokens[k:k + 1]
-            s.took(tok, positions[k:k + 1])
-            drawn.append((job, tok))
-        self._accept(drawn, t0)
+        for k, s in enumerate(sessions):
+            s.took(tokens[k:k + 1], positions[k:k + 1])
+        self._pending.append(Draws(batch, tokens, positions, t0))
+        if not self.pipeline:
+            self._settle()
 
-    def _accept(self, drawn: list, t0: float) -> None:
-        """Read the drawn ids (one host sync for all), hand them to the vocoder, retire finished
-        sessions. Each session is charged the wall time since `t0`: what the shared step cost it."""
-        if not drawn:
-            return
-        # After this read the device has computed everything these draws depended on, the guard
-        # positions included: the vocoder thread may read those from its own CUDA stream.
-        values = torch.cat([tok for _, tok in drawn]).tolist()
-        dt = time.perf_counter() - t0
-        with self._cv:
-            self._counts["tokens"] += len(values)
-        for (job, _), tok in zip(drawn, values):
-            s = job.session
-            s.timings.decode_s += dt
-            more = s.accept(tok)
-            if more:
-                self._vocoder.push(job.vocoding, tok, s.guard_position)
-            if not more or s.next_position is None:
-                self._active.remove(job)
-                s.end()
-                job.released.set()
-                self._vocoder.flush(job.vocoding)
+    def _settle(self) -> None:
+        """Read every pending draw on the host (one read per sampling call) and apply it: tokens to
+        the vocoder, finished sessions retired. Afterwards the host knows every session's state:
+        call it before anything that needs host values of the draws so far. Draws of sessions that
+        left meanwhile (cancelled, failed) are dropped. Each session is charged the wall time
+        since its step began: what the shared step cost it."""
+        pending, self._pending = self._pending, []
+        for draws in pending:
+            values = draws.values()
+            dt = time.perf_counter() - draws.t0
+            live = set(self._active)
+            with self._cv:
+                self._counts["tokens"] += len(values)
+            for k, (job, tok) in enumerate(zip(draws.jobs, values)):
+                if job not in live:
+                    continue
+                s = job.session
+                s.timings.decode_s += dt
+                more = s.accept(tok)
+                if more:
+                    position = draws.positions[k:k + 1] if s.guard is not None else None
+                    self._vocoder.push(job.vocoding, tok, position)
+                if not more or s.next_position is None:
+                    self._active.remove(job)
+                    s.end()
+                    job.released.set()
+                    self._vocoder.flush(job.vocoding)

@@ -34,7 +34,7 @@ from ..models.s3gen.cfm import Solver
 from ..models.s3gen.model import S3Gen
 from ..models.t3 import T3
 from .alignment import OFFICIAL, GuardConfig
-from .decode import decode_step, prefill
+from .decode import check_prompt, decode_step, prefill_prompt
 from .chunking import ChunkSchedule
 from .kv_pool import KVPool, KVSlot
 from .row_sampler import RowSampler
@@ -134,36 +134,48 @@ class Session:
 
     # ------------------------------------------------------------------ step-wise
 
-    def begin(self, slot: KVSlot, rows: RowSampler | None = None) -> torch.Tensor:
+    def prompt(self) -> torch.Tensor:
+        """The prefill's input embeddings (2, L, C) (both CFG rows), checked to fit the pool's cache:
+        what a caller that prefills several sessions in one forward (`decode.prefill_many`) runs."""
+        v = self.voice
+        with torch.inference_mode():
+            cond = self.t3.conditioning(v.speaker_emb, v.prompt_tokens, v.exaggeration)
+            embeds = self.t3.prefill_embeds(cond, self.text_ids.to(self.t3.speech_head.weight.device))
+        return check_prompt(embeds, self.pool.max_len)
+
+    def begin(self, slot: KVSlot, rows: RowSampler | None = None, prefilled: tuple | None = None) -> torch.Tensor:
         """Prefill into `slot` (owned by the session from now on: `end()` releases it) and set up
         the sampler, guard and vocoder. Returns the logits (2, V) of the first speech token.
 
         `rows`: a scheduler's sampler over its pool, in which the session takes row `slot.index`
-        (the scheduler then samples all its sessions in one call); default: one of its own."""
+        (the scheduler then samples all its sessions in one call); default: one of its own.
+        `prefilled`: (logits, probe attention, prefill length, seconds) when the caller has run
+        this session's prefill into `slot` already (with others: `decode.prefill_many`)."""
         if self._slot is not None:
             raise RuntimeError("this session has already begun; a session speaks once")
         self._slot = slot
         cfg = self.t3.cfg
-        dev = self.t3.speech_head.weight.device
-        t0 = time.perf_counter()
-        text_ids = self.text_ids.to(dev)
-        v = self.voice
-        with torch.inference_mode():
-            cond = self.t3.conditioning(v.speaker_emb, v.prompt_tokens, v.exaggeration)
-        logits, attn, L = prefill(self.t3, cond, text_ids, slot.cache, self.probes)
+        if prefilled is None:
+            t0 = time.perf_counter()
+            embeds = self.prompt()
+            logits, attn, L = prefill_prompt(self.t3, embeds, slot.cache, self.probes)
+            prefill_s = time.perf_counter() - t0
+        else:
+            logits, attn, L, prefill_s = prefilled
         self._prefill_len = L
         self._max_new = min(self.params.max_new_tokens, slot.cache.max_len - L)
-        self.timings.prefill_s = time.perf_counter() - t0
-        span = (cfg.len_cond, cfg.len_cond + text_ids.shape[-1])
+        self.timings.prefill_s = prefill_s
+        n_text = self.text_ids.shape[-1]
+        span = (cfg.len_cond, cfg.len_cond + n_text)
         if rows is None:
-            rows, self._row = RowSampler(self.t3, 1, max_text=text_ids.shape[-1]), 0
+            rows, self._row = RowSampler(self.t3, 1, max_text=n_text), 0
         else:
             self._row = slot.index
         self._rows = rows
         rows.start(self._row, self.params, self.generator, self.guard, span, attn)
         # Made here, not lazily where it first runs: its noise is drawn now, before any token, as
         # a solo run draws it (the generators may be shared, e.g. the global one).
-        self._vocoder = StreamingToWav(self.s3gen, v.gen, self.schedule, generator=self.noise_generator,
+        self._vocoder = StreamingToWav(self.s3gen, self.voice.gen, self.schedule, generator=self.noise_generator,
                                        max_tokens=self._max_new, solver=self.solver)  # it moves the voice to S3Gen's device itself
         return logits
 
@@ -249,9 +261,10 @@ class Session:
             self._vocoder.add([tok])
         return self._vocoder.plan(finalize=tok is None)
 
-    def finish_chunk(self, request: FlowRequest, mel: torch.Tensor, flow_ms: float, t_voc: float,
+    def finish_chunk(self, request: FlowRequest, mel: torch.Tensor, flow_ms, t_voc: float,
                      position: torch.Tensor | None = None) -> SessionChunk:
-        """The chunk of `plan_chunk`'s render from its mel; `t_voc`: perf_counter when the render began."""
+        """The chunk of `plan_chunk`'s render from its mel; `flow_ms`: the flow's milliseconds or
+        its (start, end) `stage_clock` marks; `t_voc`: perf_counter when the render began."""
         audio = self._vocoder.finish(request, mel, flow_ms)
         return self._chunk(audio, t_voc, request.finalize, position)
 

@@ -42,7 +42,6 @@ tiny random S3Gen, 1 s prompt, default schedule and seams):
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -55,9 +54,10 @@ from ..models.s3gen.model import RefDict, S3Gen
 from ..models.s3gen.source import draw_source_randomness
 from ..rates import FRAMES_PER_TOKEN
 from .chunking import ChunkSchedule, SeamConfig
+from .stage_clock import StageClock, lap_ms, ms_between
 
 __all__ = ["ChunkSchedule", "SeamConfig", "ChunkTiming", "FlowRequest", "SessionSource", "StreamingToWav",
-           "Token2WavError", "flow_mel", "flow_mels", "stream_clock", "SAMPLES_PER_FRAME", "SAMPLES_PER_TOKEN"]
+           "Token2WavError", "flow_mel", "flow_mels", "SAMPLES_PER_FRAME", "SAMPLES_PER_TOKEN"]
 
 SAMPLES_PER_FRAME = 480  # 24 kHz / 50 mel frames per second
 SAMPLES_PER_TOKEN = SAMPLES_PER_FRAME * FRAMES_PER_TOKEN
@@ -143,15 +143,6 @@ def flow_mels(s3gen: S3Gen, requests: Sequence[FlowRequest]) -> list[torch.Tenso
     feat = flow.inference_packed(tokens, _device_ints(lens, dev), _device_ints(mel_lens, dev), cond, embedding,
                                  noise, solver=solvers.pop())  # (B, 80, T_mel)
     return [feat[i:i + 1, :, p:m] for i, (p, m) in enumerate(zip(n_prompt, mel_lens))]
-
-
-def stream_clock(device: torch.device) -> float:
-    """perf_counter after the work queued on this thread's stream is done (CUDA), so that each
-    stage is timed alone. Only this stream: a device-wide sync would also wait for the decode
-    running beside it."""
-    if device.type == "cuda":
-        torch.cuda.current_stream(device).synchronize()
-    return time.perf_counter()
 
 
 def host_seed(generator: torch.Generator | None) -> int:
@@ -362,20 +353,24 @@ class StreamingToWav:
     # ---------------------------------------------------------------- rendering
 
     def _render(self, request: FlowRequest) -> torch.Tensor:
-        t0 = stream_clock(self.device)
+        clock = StageClock(self.device)
+        t0 = clock.mark()
         mel = flow_mel(self.s3gen, request)
-        return self.finish(request, mel, 1e3 * (stream_clock(self.device) - t0))
+        return self.finish(request, mel, (t0, clock.mark()))
 
     @torch.inference_mode()
-    def finish(self, request: FlowRequest, mel: torch.Tensor, flow_ms: float) -> torch.Tensor:
+    def finish(self, request: FlowRequest, mel: torch.Tensor, flow_ms) -> torch.Tensor:
         """The audio of `request`'s render from its flow output `mel` (1, 80, R): HiFT over the new
-        frames with this session's source, seams, release. `flow_ms` is recorded in its timing."""
+        frames with this session's source, seams, release. `flow_ms` (milliseconds, or the flow's
+        (start, end) `StageClock` marks, read here once the audio is on the host) is recorded in
+        its timing."""
         if request.tokens.size(1) != self._n_tokens or self._finished:
             raise Token2WavError("this render plan is stale: tokens were added or the session was flushed since")
         finalize = request.finalize
         seams = self.seams
         start_released = self._released_frames
-        t1 = stream_clock(self.device)
+        clock = StageClock(self.device)
+        t1 = clock.mark()
         n_mel = mel.shape[2]
         # Release whole tokens only, so every chunk is a multiple of 960 samples.
         # `next_due` guarantees end > start_released.
@@ -405,8 +400,8 @@ class StreamingToWav:
             while self._next_audio_tokens * FRAMES_PER_TOKEN <= end:
                 self._next_audio_tokens = next(self._boundaries)
         self._released_frames = end
-        out = out.cpu()
-        t2 = stream_clock(self.device)
+        t2 = clock.mark()
+        out = out.cpu()  # waits for the stream: every mark so far is done, so reading them costs no sync
         self.timings.append(ChunkTiming(len(self.timings), self._n_tokens, finalize, n_mel, n_mel - w0,
-                                        out.numel(), flow_ms, 1e3 * (t2 - t1)))
+                                        out.numel(), lap_ms(flow_ms), ms_between(t1, t2)))
         return out

@@ -30,7 +30,8 @@ from queue import SimpleQueue
 import torch
 
 from .session import Session
-from .token2wav import flow_mel, flow_mels, stream_clock
+from .stage_clock import StageClock
+from .token2wav import flow_mel, flow_mels
 
 __all__ = ["END", "VocoderTask", "VocoderWorker"]
 
@@ -195,23 +196,26 @@ class VocoderWorker:
 
     def _flow_group(self, rows: list, t_voc: float) -> None:
         s3gen = rows[0][0].session.s3gen
-        mels, flow_ms = [None] * len(rows), 0.0  # None: run that row's flow alone below
+        # Flow times as (start, end) marks on this stream, read when each chunk reaches the host
+        # (stage_clock): no sync per stage.
+        clock = StageClock(self._device)
+        mels, lap = [None] * len(rows), None  # None: run that row's flow alone below
         if len(rows) > 1:  # the others may have stopped meanwhile
-            t0 = stream_clock(self._device)
+            t0 = clock.mark()
             try:
                 mels = flow_mels(s3gen, [r for _, _, r in rows])
                 self.batches += 1
                 self.batch_rows += len(rows)
             except Exception:  # noqa: BLE001 - cannot tell whose row broke it: each row alone below
                 self.batch_retries += 1
-            flow_ms = 1e3 * (stream_clock(self._device) - t0)
+            lap = (t0, clock.mark())
         for (task, item, request), mel in zip(rows, mels):
             try:
-                ms = flow_ms
+                ms = lap
                 if mel is None:
-                    t1 = stream_clock(self._device)
+                    t1 = clock.mark()
                     mel = flow_mel(s3gen, request)
-                    ms = 1e3 * (stream_clock(self._device) - t1)
+                    ms = (t1, clock.mark())
                 position = None if item is _FLUSH else item[1]
                 self._deliver(task, item, task.session.finish_chunk(request, mel, ms, t_voc, position))
             except Exception as e:  # noqa: BLE001 - this session fails, the others go on

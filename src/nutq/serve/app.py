@@ -47,12 +47,20 @@ log = logging.getLogger(__name__)
 _WARMUP_TEXT = "مرحبا بكم."
 
 
-async def _warm_up(ctx: ServerContext) -> None:
-    """One short synthesis: allocates the KV pool and runs every model once."""
+async def _warm_up(ctx: ServerContext, synthesize: bool) -> None:
+    """The engine's scheduler built in a worker thread (KV pool, CUDA graph capture: seconds on a
+    GPU), so that the loop keeps serving meanwhile and no request pays for it; then, if
+    `synthesize`, one short synthesis that runs every model once."""
     engine, state = ctx.engine, ctx.readiness
-    if engine.default_voice is None:
+    try:
+        await asyncio.to_thread(engine.start)
+    except Exception as e:  # noqa: BLE001 - reported on /readyz instead of crashing the server
+        log.exception("engine start failed")
+        state.reason = f"warmup failed: {e}"
+        return
+    if synthesize and engine.default_voice is None:
         log.info("no built-in voice in this checkpoint: skipping warmup synthesis")
-    else:
+    elif synthesize:
         params = SamplingParams(max_new_tokens=ctx.config.warmup_tokens)
         stream = await asyncio.to_thread(engine.stream, SynthesisRequest(_WARMUP_TEXT, language="ar", params=params,
                                                                          seed=0))
@@ -74,14 +82,9 @@ def create_app(engine: Engine | TTS, config: ServeConfig = ServeConfig()) -> Fas
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        if config.warmup:
-            task = asyncio.create_task(_warm_up(ctx))
-        else:
-            ctx.readiness.ready, ctx.readiness.reason = True, "ready"
-            task = None
+        task = asyncio.create_task(_warm_up(ctx, config.warmup))
         yield
-        if task is not None:
-            await task  # a few tokens: finishing is quicker than tearing down mid-step
+        await task  # a few tokens: finishing is quicker than tearing down mid-step
 
     app = FastAPI(title="nutq", summary="Real-time Arabic text-to-speech", lifespan=lifespan)
     app.state.ctx = ctx
