@@ -401,7 +401,7 @@ class Scheduler:
             self._accept_round(job, drawn, t0)
 
     def _accept_round(self, job: Job, drawn: list, t0: float) -> None:
-        """A round's tokens for one session, in order, as `_accept` takes a step's."""
+        """A round's tokens for one session, in order, each as `_settle` applies a step's."""
         s = job.session
         values = torch.cat([tok for tok, _ in drawn]).tolist()
         dt = time.perf_counter() - t0
@@ -410,15 +410,24 @@ class Scheduler:
         s.timings.decode_s += dt
         for (tok, position), value in zip(drawn, values):
             s.took(tok, position)
-            more = s.accept(value)
-            if more:
-                self._vocoder.push(job.vocoding, value, s.guard_position)
-            if not more or s.next_position is None:
-                self._active.remove(job)
-                s.end()
-                job.released.set()
-                self._vocoder.flush(job.vocoding)
+            if not self._emit(job, value, s.guard_position):
                 return
+
+    def _emit(self, job: Job, value: int, position: torch.Tensor | None) -> bool:
+        """One token read on the host for `job`: to its vocoder (with the guard's `position` after
+        it), or, when it ends the session (EOS, limit), the session retired and its audio flushed.
+        False once retired."""
+        s = job.session
+        more = s.accept(value)
+        if more:
+            self._vocoder.push(job.vocoding, value, position)
+            if s.next_position is not None:
+                return True
+        self._active.remove(job)
+        s.end()
+        job.released.set()
+        self._vocoder.flush(job.vocoding)
+        return False
 
     def _sample(self, batch: list[Job], logits: torch.Tensor, attn: torch.Tensor | None, t0: float) -> None:
         """One sampling call (guards included) for every session of `batch`; a failure cannot be
@@ -454,14 +463,5 @@ class Scheduler:
             for k, (job, tok) in enumerate(zip(draws.jobs, values)):
                 if job not in live:
                     continue
-                s = job.session
-                s.timings.decode_s += dt
-                more = s.accept(tok)
-                if more:
-                    position = draws.positions[k:k + 1] if s.guard is not None else None
-                    self._vocoder.push(job.vocoding, tok, position)
-                if not more or s.next_position is None:
-                    self._active.remove(job)
-                    s.end()
-                    job.released.set()
-                    self._vocoder.flush(job.vocoding)
+                job.session.timings.decode_s += dt
+                self._emit(job, tok, draws.positions[k:k + 1] if job.session.guard is not None else None)
