@@ -72,3 +72,25 @@ def test_bad_draft_files(t3, tmp_path):
     save_file({"x": torch.zeros(1)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(WeightLoadError, match="not a nutq T3 draft"):
         load_draft(tmp_path / "foreign.safetensors", t3)
+
+
+def test_a_corpus_without_validation_examples_is_refused_before_training(tiny_checkpoint, tmp_path):
+    """The run's report compares the shortcut and the trained draft on held-out examples: a prepared
+    set whose validation split is empty (one speaker per dialect, or --val-fraction 0) is a clear
+    DataError up front, with no run directory or draft file written."""
+    import json
+
+    from nutq.train.data.errors import DataError
+    from nutq.train.data.prepared import INDEX_FILE, write_prepared_fixture
+    from nutq.train.draft.cli import train_draft
+
+    data = write_prepared_fixture(tmp_path / "prepared", checkpoint_dir=tiny_checkpoint, n_train=4, n_val=2,
+                                  speakers=1)
+    index = data / INDEX_FILE
+    meta = json.loads(index.read_text())
+    meta["splits"]["val"]["shards"] = []
+    index.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="no validation examples"):
+        train_draft(tiny_checkpoint, data, tmp_path / "run", steps=2, save=tmp_path / "draft.safetensors",
+                    progress=False)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "draft.safetensors").exists()

@@ -41,6 +41,7 @@ def train_draft(model_dir, data, out, *, layers=4, steps=200, batch_size=4, lr=3
     from ...engine.draft import DraftConfig, DraftT3, save_draft, t3_fingerprint
     from ...engine.sampling import SamplingParams
     from ...models.registry import configs_from_sidecar, load_component
+    from ..data.errors import DataError
     from ..data.prepared import PreparedDataset
     from ..loop import LoopConfig, run
     from .task import DraftTask
@@ -50,6 +51,11 @@ def train_draft(model_dir, data, out, *, layers=4, steps=200, batch_size=4, lr=3
     t3 = load_component(files.root, "t3", configs_from_sidecar(files.sidecar)["t3"], device=device).eval()
     train_set, val_set = PreparedDataset(data, "train"), PreparedDataset(data, "val")
     train_set.check_checkpoint(files.root)
+    if not len(val_set):
+        # the run's report (untrained shortcut vs trained draft) is measured on held-out examples
+        raise DataError(f"{data} has no validation examples, which the draft's evaluation needs: prepare it with "
+                        f"--val-fraction > 0 from audio of more than one speaker per dialect (speakers are split "
+                        f"whole)")
     draft = DraftT3(t3, DraftConfig(layers))
     task = DraftTask(t3, draft, val_set, params or SamplingParams(), max_speech)
     before = task.evaluate()
