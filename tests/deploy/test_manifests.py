@@ -166,5 +166,6 @@ def test_the_dashboard_queries_only_metrics_nutq_exports():
     used = {name for p in dash["panels"] for t in p["targets"] for name in re.findall(r"\bnutq_\w+", t["expr"])}
     assert used and used <= exported, used - exported
     titles = " ".join(p["title"] for p in dash["panels"]).lower()
-    for need in ("first audio", "real-time factor", "active streams", "queue wait", "tokens", "guard", "errors"):
+    for need in ("first audio", "real-time factor", "active streams", "queue wait", "tokens", "guard", "errors",
+                 "speculative"):
         assert need in titles
