@@ -94,3 +94,43 @@ def test_a_corpus_without_validation_examples_is_refused_before_training(tiny_ch
         train_draft(tiny_checkpoint, data, tmp_path / "run", steps=2, save=tmp_path / "draft.safetensors",
                     progress=False)
     assert not (tmp_path / "run").exists() and not (tmp_path / "draft.safetensors").exists()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "int8", "int4"])
+def test_a_draft_trained_in_fp32_is_accepted_by_the_same_t3_in_another_precision(trained, precision):
+    """Training runs in fp32 (on a CPU); serving runs T3 in bf16 on a GPU, or quantized. The draft
+    file's target check must take the same weights in any of those, and still refuse another
+    model (an exact hash of the values refused every cast)."""
+    import copy
+
+    from nutq.checkpoints import files as ckfiles
+    from nutq.models.registry import configs_from_sidecar, load_component
+
+    report, ckpt = trained
+    files = ckfiles.resolve(ckpt, allow_download=False)
+    cfg = configs_from_sidecar(files.sidecar)["t3"]
+    t3 = load_component(files.root, "t3", cfg).eval()
+    if precision in ("bf16", "fp16"):
+        served = copy.deepcopy(t3).to(torch.bfloat16 if precision == "bf16" else torch.float16)
+    else:
+        pytest.importorskip("torchao")
+        from nutq.models.quant import quantize_t3
+
+        served = quantize_t3(copy.deepcopy(t3), precision)
+    assert isinstance(load_draft(report["draft"], served), DraftT3)
+    torch.manual_seed(123)
+    other = type(t3)(cfg).to(served.speech_head.weight.dtype if precision in ("bf16", "fp16") else torch.float32)
+    with pytest.raises(WeightLoadError, match="other T3 weights: .* differs by"):
+        load_draft(report["draft"], other)
+
+
+def test_a_version_1_draft_is_refused_with_a_way_out(t3, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    good = save_draft(random_draft(t3, 2, 1), tmp_path / "d.safetensors")
+    with safe_open(str(good), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(tmp_path / "v1.safetensors"), metadata={**meta, "version": "1"})
+    with pytest.raises(WeightLoadError, match="version '1'.*retrain"):
+        load_draft(tmp_path / "v1.safetensors", t3)

@@ -8,11 +8,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from nutq.cli_args import add_speculative_arguments, speculative_from_args
 from nutq.engine.config import EngineConfig
 from nutq.engine.chunking import ChunkSchedule
-from nutq.engine.draft import DraftT3, save_draft
+from nutq.engine.draft import DraftT3, save_draft, target_sample
 from nutq.engine.sampling import SamplingParams
 from nutq.errors import ClientError, WeightLoadError
 from nutq.tts import TTS
@@ -46,9 +47,17 @@ def test_a_speculative_stream_equals_the_plain_stream(spec_tts):
 
 def test_a_trained_draft_file_is_loaded_strictly(tiny_checkpoint, tmp_path):
     plain = TTS.from_local(tiny_checkpoint)
-    path = save_draft(DraftT3(plain.t3), tmp_path / "draft.safetensors")
+    path = save_draft(DraftT3(plain.t3), tmp_path / "draft.safetensors", target=target_sample(plain.t3))
     tts = TTS.from_local(tiny_checkpoint, draft=path)
     assert isinstance(tts.engine.speculative.draft, DraftT3) and tts.engine.speculative.k == 4
+    # trained in fp32, served with T3 in bf16 (the CUDA default): the same target, the draft cast to it
+    half = TTS.from_local(tiny_checkpoint, dtype="bf16", draft=path)
+    assert half.engine.speculative.draft.tfmr.norm.weight.dtype == torch.bfloat16
+    other = tmp_path / "other.safetensors"
+    foreign = DraftT3(plain.t3)
+    save_draft(foreign, other, target={**target_sample(plain.t3), "speech_head.weight": [1.0] * 32})
+    with pytest.raises(WeightLoadError, match="other T3 weights: speech_head.weight differs"):
+        TTS.from_local(tiny_checkpoint, draft=other)
     with pytest.raises(WeightLoadError, match="no draft file"):
         TTS.from_local(tiny_checkpoint, draft=tmp_path / "missing.safetensors")
     with pytest.raises(ClientError, match="shortcut:N"):

@@ -38,7 +38,7 @@ def train_draft(model_dir, data, out, *, layers=4, steps=200, batch_size=4, lr=3
     import torch
 
     from ...checkpoints import files as ckfiles
-    from ...engine.draft import DraftConfig, DraftT3, save_draft, t3_fingerprint
+    from ...engine.draft import DraftConfig, DraftT3, save_draft, target_sample
     from ...engine.sampling import SamplingParams
     from ...models.registry import configs_from_sidecar, load_component
     from ..data.errors import DataError
@@ -62,7 +62,7 @@ def train_draft(model_dir, data, out, *, layers=4, steps=200, batch_size=4, lr=3
     cfg = LoopConfig(batch_size=batch_size, max_steps=steps, lr=lr, warmup_steps=warmup, seed=seed,
                      eval_every=max(1, steps // 4), progress=progress, weight_decay=0.0)
     result = run(task, train_set, cfg, out, extra_state={"layers": layers, "max_speech": max_speech})
-    path = save_draft(draft, save or files.root / "draft.safetensors", target_id=t3_fingerprint(t3))
+    path = save_draft(draft, save or files.root / "draft.safetensors", target=target_sample(t3))
     report = {"status": result.status, "steps": result.step, "before": before, "after": task.evaluate(),
               "draft": str(path)}
     (Path(out) / "draft_eval.json").write_text(json.dumps(report, indent=2))
