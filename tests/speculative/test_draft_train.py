@@ -134,3 +134,41 @@ def test_a_version_1_draft_is_refused_with_a_way_out(t3, tmp_path):
     save_file(tensors, str(tmp_path / "v1.safetensors"), metadata={**meta, "version": "1"})
     with pytest.raises(WeightLoadError, match="version '1'.*retrain"):
         load_draft(tmp_path / "v1.safetensors", t3)
+
+
+def test_training_on_the_targets_own_generations(tiny_checkpoint, tmp_path, monkeypatch):
+    """--generated K: K target samples per training utterance join the corpus, the report adds
+    held-out acceptance on the target's generations (what decoding sees) and the trained draft beats
+    the shortcut there; the samples are seeded and cached, so a resumed run reuses them."""
+    from nutq.train.data.prepared import PreparedDataset, write_prepared_fixture
+    from nutq.train.draft import generated as gen_mod
+    from nutq.train.draft.cli import train_draft
+
+    data = write_prepared_fixture(tmp_path / "prepared", checkpoint_dir=tiny_checkpoint, n_train=8, n_val=4)
+    kw = dict(layers=2, batch_size=2, lr=2e-3, warmup=3, max_speech=24, progress=False, generated=2)
+    report = train_draft(tiny_checkpoint, data, tmp_path / "run", steps=20, save=tmp_path / "d.safetensors", **kw)
+    before, after = report["before"], report["after"]
+    assert after["generated_loss"] < before["generated_loss"]
+    assert after["generated_acceptance"] > before["generated_acceptance"]
+    saved = torch.load(tmp_path / "run" / "generated_train.pt", weights_only=True)
+    train = PreparedDataset(data, "train")
+    assert sorted({i for i, _ in saved["items"]}) == list(range(len(train))) and len(saved["items"]) == 2 * len(train)
+    assert all(0 < len(tok) <= 24 and not torch.equal(tok[:5], train[i].speech_tokens[:5]) for i, tok in saved["items"])
+
+    # the same seed samples the same sequences; a resumed run reads the cache instead of sampling
+    from nutq.checkpoints import files as ckfiles
+    from nutq.engine.sampling import SamplingParams
+    from nutq.models.registry import configs_from_sidecar, load_component
+
+    files = ckfiles.resolve(tiny_checkpoint, allow_download=False)
+    t3 = load_component(files.root, "t3", configs_from_sidecar(files.sidecar)["t3"]).eval()
+    again = gen_mod.generated_examples(t3, train, 2, 24, SamplingParams(), seed=0, cache=tmp_path / "again.pt",
+                                       source="x", progress=False)
+    assert all(torch.equal(ex.speech_tokens, tok) for ex, (_, tok) in zip(again, saved["items"]))
+
+    def no_sampling(*a, **k):
+        raise AssertionError("sampled again instead of reading the cache")
+
+    monkeypatch.setattr(gen_mod, "iter_speech_tokens", no_sampling)
+    resumed = train_draft(tiny_checkpoint, data, tmp_path / "run", steps=20, save=tmp_path / "d.safetensors", **kw)
+    assert resumed["status"] == "done" and resumed["steps"] == 20 and resumed["after"] == after

@@ -77,8 +77,12 @@ def draft_metrics(p: torch.Tensor, log_q: torch.Tensor) -> tuple[torch.Tensor, t
 class DraftTask:
     kind = "draft"
 
-    def __init__(self, t3: T3, draft: DraftT3, val, params: SamplingParams, max_speech: int = 128):
+    def __init__(self, t3: T3, draft: DraftT3, val, params: SamplingParams, max_speech: int = 128,
+                 val_generated=None):
+        """`val`: held-out corpus examples; `val_generated`: held-out target generations
+        (`generated.py`), reported as `generated_loss` / `generated_acceptance`."""
         self.t3, self.draft, self.val, self.params, self.max_speech = t3, draft, val, params, max_speech
+        self.val_generated = val_generated
         self.device = t3.speech_head.weight.device
         for p in t3.parameters():
             p.requires_grad_(False)  # the target (and so the shared embeddings and head) is frozen
@@ -102,9 +106,15 @@ class DraftTask:
         return kl, {"kl": float(kl.detach()), "acceptance": float(torch.stack(accs).detach().mean())}
 
     def evaluate(self) -> dict[str, float]:
+        out = self._evaluate(self.val, "")
+        if self.val_generated:
+            out.update(self._evaluate(self.val_generated, "generated_"))
+        return out
+
+    def _evaluate(self, examples, prefix: str) -> dict[str, float]:
         with torch.no_grad():
-            kls, accs = zip(*(draft_metrics(*self._example(self.val[i])) for i in range(len(self.val))))
-        return {"loss": float(torch.stack(kls).mean()), "acceptance": float(torch.stack(accs).mean())}
+            kls, accs = zip(*(draft_metrics(*self._example(examples[i])) for i in range(len(examples))))
+        return {f"{prefix}loss": float(torch.stack(kls).mean()), f"{prefix}acceptance": float(torch.stack(accs).mean())}
 
     def state_dict(self):
         return {k: v.detach().clone() for k, v in self.draft.state_dict().items()}
