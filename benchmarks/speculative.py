@@ -2,7 +2,7 @@
 end-to-end tokens/s, and the speedup curve (tokens/s against acceptance rate) from measured costs.
 
     flock /tmp/nutq-heavy.lock python benchmarks/speculative.py --model-dir /tmp/full --dtype bf16 \
-        [--threads 2] [--reps 9] [--tokens 48] [--draft-layers 4] [--draft FILE] \
+        [--device cpu|cuda] [--threads 2] [--reps 9] [--tokens 48] [--draft-layers 4] [--draft FILE] \
         [--out benchmarks/results/speculative_cpu_full_bf16.json]
 
 1. costs (median of --reps, batch 1 = both CFG rows, alignment-guard probes on as in serving):
@@ -34,12 +34,19 @@ from pathlib import Path
 import torch
 
 
-def median_time(fn, reps: int) -> float:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn, reps: int, device: torch.device) -> float:
     fn()  # warm-up
     ts = []
     for _ in range(reps):
+        sync(device)
         t0 = time.perf_counter()
         fn()
+        sync(device)  # the work queued on a GPU is part of the time
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 
@@ -49,6 +56,7 @@ def main() -> int:
     ap.add_argument("--model-dir", default="/tmp/full")
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N] (on a GPU: bf16, batch 1 and 8 as on CPU)")
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--draft-layers", type=int, default=4)
@@ -56,6 +64,7 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results/speculative_cpu_full_bf16.json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
 
     from nutq.checkpoints import files as ckfiles
     from nutq.engine.alignment import OFFICIAL
@@ -71,23 +80,28 @@ def main() -> int:
     from nutq.models.registry import configs_from_sidecar, load_component
 
     files = ckfiles.resolve(a.model_dir, allow_download=False)
-    t3 = load_component(files.root, "t3", configs_from_sidecar(files.sidecar)["t3"], dtype=DTYPES[a.dtype]).eval()
+    t3 = load_component(files.root, "t3", configs_from_sidecar(files.sidecar)["t3"], device=dev,
+                        dtype=DTYPES[a.dtype]).eval()
     draft = load_draft(a.draft, t3) if a.draft else DraftT3(t3, DraftConfig(a.draft_layers)).eval()
     g = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        cond = t3.conditioning(torch.randn(1, 256, generator=g), torch.randint(0, 6561, (1, 150), generator=g), 0.5)
-    text = torch.randint(1, 2000, (40,), generator=g)
+        cond = t3.conditioning(torch.randn(1, 256, generator=g).to(dev),
+                               torch.randint(0, 6561, (1, 150), generator=g).to(dev), 0.5)
+    text = torch.randint(1, 2000, (40,), generator=g).to(dev)
     params = SamplingParams(max_new_tokens=a.tokens, ignore_eos=True)
     probes = OFFICIAL.heads
     V = t3.cfg.speech_vocab
-    seen = torch.zeros(1, V, dtype=torch.bool)
+    seen = torch.zeros(1, V, dtype=torch.bool, device=dev)
+
+    def gen(seed: int) -> torch.Generator:
+        return torch.Generator(dev).manual_seed(seed)
 
     cache = t3.new_cache(batch=2, max_len=512)
     logits0, attn0, L = prefill(t3, cond, text, cache, probes)
     span = (t3.cfg.len_cond, t3.cfg.len_cond + text.shape[-1])
     rows = RowSampler(t3, 1, max_text=512)
-    rows.start(0, params, torch.Generator().manual_seed(1), OFFICIAL, span, attn0)
-    tok = torch.tensor([5])
+    rows.start(0, params, gen(1), OFFICIAL, span, attn0)
+    tok = torch.tensor([5], device=dev)
 
     def plain_step():
         logits, attn = decode_step(t3, tok, 1, L, cache, probes)
@@ -96,8 +110,8 @@ def main() -> int:
     def verify(k):
         def run():
             with torch.inference_mode():
-                ids = torch.randint(0, 6561, (1, k + 1))
-                e = t3.embed_speech(ids, torch.arange(1, k + 2)).expand(2, -1, -1)
+                ids = torch.randint(0, 6561, (1, k + 1), device=dev)
+                e = t3.embed_speech(ids, torch.arange(1, k + 2, device=dev)).expand(2, -1, -1)
                 h, attn = t3.forward_hidden(e, L, cache, probes=probes)
                 lg = t3.speech_logits(h).float()
             for i in range(k + 1):
@@ -106,17 +120,17 @@ def main() -> int:
         return run
 
     # N sessions in one batched step, as the scheduler runs a large batch
-    bpool = KVPool(t3.cfg.llama, 8, 512, dtype=t3.speech_head.weight.dtype)
+    bpool = KVPool(t3.cfg.llama, 8, 512, device=dev, dtype=t3.speech_head.weight.dtype)
     bstep = BatchedStep(t3, bpool, probes)
     brows = RowSampler(t3, 8, max_text=512)
     for slot in range(8):
         c = bpool.cache.rows(2 * slot, 2)
         _, attn_s, _ = prefill(t3, cond, text, c, probes)
-        brows.start(slot, params, torch.Generator().manual_seed(slot), OFFICIAL, span, attn_s)
+        brows.start(slot, params, gen(slot), OFFICIAL, span, attn_s)
 
     def batched(n):
         def run():
-            logits, attn = bstep(list(range(n)), torch.full((n,), 5), [1] * n, [L] * n)
+            logits, attn = bstep(list(range(n)), torch.full((n,), 5, device=dev), [1] * n, [L] * n)
             brows.sample(list(range(n)), logits, attn)
         return run
 
@@ -126,7 +140,7 @@ def main() -> int:
 
     def draft_step():
         with torch.inference_mode():
-            e = t3.embed_speech(tok.reshape(1, 1), torch.tensor([1])).expand(2, -1, -1)
+            e = t3.embed_speech(tok.reshape(1, 1), torch.tensor([1], device=dev)).expand(2, -1, -1)
             lg = draft.speech_logits(draft.forward_hidden(e, L, dcache)[:, -1]).float()
             sampling_logits(cfg_mix(lg[0:1], lg[1:2], 0.5), seen, params).softmax(-1)
 
@@ -135,29 +149,31 @@ def main() -> int:
     rounds = {"plain": [], "draft": [], **{f"verify_{k}": [] for k in range(1, 9)},
               **{f"batched_{n}": [] for n in NS}}
     for _ in range(3):
-        rounds["plain"].append(median_time(plain_step, a.reps))
-        rounds["draft"].append(median_time(draft_step, a.reps))
+        rounds["plain"].append(median_time(plain_step, a.reps, dev))
+        rounds["draft"].append(median_time(draft_step, a.reps, dev))
         for k in range(1, 9):
-            rounds[f"verify_{k}"].append(median_time(verify(k), a.reps))
+            rounds[f"verify_{k}"].append(median_time(verify(k), a.reps, dev))
         for n in NS:
-            rounds[f"batched_{n}"].append(median_time(batched(n), a.reps))
+            rounds[f"batched_{n}"].append(median_time(batched(n), a.reps, dev))
     cost = {name: statistics.median(v) for name, v in rounds.items()}
     plain_s = cost["plain"]
     verify_ratio = {k: cost[f"verify_{k}"] / plain_s for k in range(1, 9)}
 
-    def timed(gen):
+    def timed(tokens):
+        sync(dev)
         t0 = time.perf_counter()
-        n = sum(1 for _ in gen)
+        n = sum(1 for _ in tokens)
+        sync(dev)
         return n, time.perf_counter() - t0
 
     n, plain_wall = timed(iter_speech_tokens(t3, cond, text, SamplingParams(max_new_tokens=a.tokens), guard=OFFICIAL,
-                                             generator=torch.Generator().manual_seed(2)))
+                                             generator=gen(2)))
     runs = {"plain": {"tokens": n, "seconds": plain_wall, "tokens_per_s": n / plain_wall}}
     for name, d, k in (("draft_target", "target", 4), ("small_draft", draft, 4)):
         st = SpecStats()
         n, wall = timed(iter_speech_tokens_speculative(t3, cond, text, params, SpecConfig(k=k, draft=d, adaptive=False),
-                                                       guard=OFFICIAL, generator=torch.Generator().manual_seed(2),
-                                                       accept_generator=torch.Generator().manual_seed(3), spec_stats=st))
+                                                       guard=OFFICIAL, generator=gen(2), accept_generator=gen(3),
+                                                       spec_stats=st))
         runs[name] = {"tokens": n, "seconds": wall, "tokens_per_s": n / wall, "k": k, **st.as_dict()}
 
     def best(alpha: float) -> tuple[int, float]:
@@ -185,7 +201,8 @@ def main() -> int:
                           "max_batch": max_batch})
     result = {
         "machine": {"platform": platform.platform(), "threads": a.threads, "torch": torch.__version__,
-                    "note": "shared machine (8 helpers); medians of interleaved rounds"},
+                    "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                    "note": "medians of interleaved rounds"},
         "model": str(files.root), "dtype": a.dtype, "draft_layers": draft.llama.num_layers,
         "draft": a.draft or "untrained shortcut (target's first layers)",
         "costs_s": cost, "verify_over_plain": verify_ratio, "draft_over_plain": cost["draft"] / plain_s,
