@@ -2,7 +2,7 @@
 end-to-end tokens/s, and the speedup curve (tokens/s against acceptance rate) from measured costs.
 
     flock /tmp/nutq-heavy.lock python benchmarks/speculative.py --model-dir /tmp/full --dtype bf16 \
-        [--device cpu|cuda] [--threads 2] [--reps 9] [--tokens 48] [--draft-layers 4] [--draft FILE] \
+        [--device cpu|cuda] [--threads 2] [--reps 9] [--tokens 48] [--draft-layers 4] [--draft FILE] [--data PREPARED] \
         [--out benchmarks/results/speculative_cpu_full_bf16.json]
 
 1. costs (median of --reps, batch 1 = both CFG rows, alignment-guard probes on as in serving):
@@ -61,6 +61,8 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--draft-layers", type=int, default=4)
     ap.add_argument("--draft", default=None, help="a trained draft.safetensors (default: the untrained shortcut)")
+    ap.add_argument("--data", default=None, help="a prepared dataset: condition the runs on its first validation "
+                                                 "utterance (default: random voice, prompt and text ids)")
     ap.add_argument("--out", default="benchmarks/results/speculative_cpu_full_bf16.json")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -84,10 +86,17 @@ def main() -> int:
                         dtype=DTYPES[a.dtype]).eval()
     draft = load_draft(a.draft, t3) if a.draft else DraftT3(t3, DraftConfig(a.draft_layers)).eval()
     g = torch.Generator().manual_seed(0)
+    if a.data:  # a held-out utterance's text and voice prompts: what a draft trained on that corpus knows
+        from nutq.train.data.prepared import PreparedDataset
+
+        ex = PreparedDataset(a.data, "val")[0]
+        voice, prompt = ex.ve_embedding.reshape(1, -1), ex.prompt_speech_tokens.reshape(1, -1)
+        text = torch.cat([torch.tensor([t3.cfg.start_text]), ex.text_tokens, torch.tensor([t3.cfg.stop_text])]).to(dev)
+    else:
+        voice, prompt = torch.randn(1, 256, generator=g), torch.randint(0, 6561, (1, 150), generator=g)
+        text = torch.randint(1, 2000, (40,), generator=g).to(dev)
     with torch.inference_mode():
-        cond = t3.conditioning(torch.randn(1, 256, generator=g).to(dev),
-                               torch.randint(0, 6561, (1, 150), generator=g).to(dev), 0.5)
-    text = torch.randint(1, 2000, (40,), generator=g).to(dev)
+        cond = t3.conditioning(voice.to(dev), prompt.to(dev), 0.5)
     params = SamplingParams(max_new_tokens=a.tokens, ignore_eos=True)
     probes = OFFICIAL.heads
     V = t3.cfg.speech_vocab
@@ -204,7 +213,7 @@ def main() -> int:
                     "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                     "note": "medians of interleaved rounds"},
         "model": str(files.root), "dtype": a.dtype, "draft_layers": draft.llama.num_layers,
-        "draft": a.draft or "untrained shortcut (target's first layers)",
+        "draft": a.draft or "untrained shortcut (target's first layers)", "data": a.data,
         "costs_s": cost, "verify_over_plain": verify_ratio, "draft_over_plain": cost["draft"] / plain_s,
         "runs": runs, "curve": curve, "crossover": crossover,
         "modelled_at_measured_acceptance": {n: {"best_k": k, "tokens_per_s": r, "speedup": r * plain_s}
