@@ -97,3 +97,29 @@ def test_draft_equal_target_accepts_all_and_equals_plain_decoding(t3):
             spec_stats=st)]
         assert got == want
         assert st.drafted > 0 and st.acceptance_rate == 1.0
+
+
+def test_acceptance_rate_is_per_judged_token_whatever_k(t3):
+    """The acceptance rate is the alpha of the speedup curve and of `AdaptiveK`: the chance that the
+    target accepts a drafted token it judges. Drafts after a round's first rejection are never
+    judged, so counting them (accepted / drafted) would read about alpha / 2 at k = 4 here, and
+    adaptive k would shrink for no reason. Measured with k = 1 (every draft judged) and k = 4 on the
+    same draft, the rate must agree."""
+    draft = DraftT3(t3, DraftConfig(12)).eval()  # the target's first 12 of 14 layers: alpha ~0.6
+    rates = {}
+    for k in (1, 4):
+        st = SpecStats()
+        for seed in range(2):
+            cond, text = prompt(t3, seed, 12)
+            text = torch.cat([torch.tensor([t3.cfg.start_text]), text, torch.tensor([t3.cfg.stop_text])])
+            for _ in iter_speech_tokens_speculative(
+                    t3, cond, text, SamplingParams(max_new_tokens=150, ignore_eos=True),
+                    SpecConfig(k=k, draft=draft, adaptive=False), guard=None,
+                    generator=torch.Generator().manual_seed(seed), accept_generator=torch.Generator().manual_seed(10 + seed),
+                    spec_stats=st):
+                pass
+        assert st.accepted < st.tested <= st.drafted and (k > 1 or st.tested == st.drafted)
+        rates[k] = st.acceptance_rate
+    assert 0.3 < rates[1] < 0.9  # measured 0.635 and 0.598 (accepted / drafted at k = 4: 0.329)
+    assert abs(rates[4] - rates[1]) < 0.1, rates
+

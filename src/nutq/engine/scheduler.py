@@ -139,7 +139,7 @@ class Scheduler:
         self._active: list[Job] = []  # engine thread only
         self._closed = False
         self._counts = dict(steps=0, step_rows=0, tokens=0, admitted=0, rejected=0, spec_rounds=0, spec_drafted=0,
-                            spec_accepted=0, spec_emitted=0)
+                            spec_tested=0, spec_accepted=0, spec_emitted=0)
         self._wait_sum = self._wait_max = 0.0
         vocoder_device = s3gen.flow.encoder_proj.weight.device
         if vocoder_batch is None:
@@ -389,14 +389,14 @@ class Scheduler:
                 if job.spec is None:
                     job.spec = SpecSession(self.speculative, job.session, self._rows)
                 st = job.spec.stats
-                before = (st.rounds, st.drafted, st.accepted, st.emitted)
+                before = (st.rounds, st.drafted, st.tested, st.accepted, st.emitted)
                 drawn = job.spec.round()
             except Exception as e:  # noqa: BLE001 - its own draft and forward: this session only
                 self._active.remove(job)
                 self._fail(job, e)
                 continue
             with self._cv:
-                for name, was in zip(("rounds", "drafted", "accepted", "emitted"), before):
+                for name, was in zip(("rounds", "drafted", "tested", "accepted", "emitted"), before):
                     self._counts[f"spec_{name}"] += getattr(st, name) - was
             self._accept_round(job, drawn, t0)
 

@@ -37,7 +37,8 @@ class SchedulerStats:
     vocoder_retries: int  # batched flow calls that raised; their rows were rendered alone
     spec_rounds: int = 0  # speculative rounds (one target forward each)
     spec_drafted: int = 0  # tokens the drafts proposed ...
-    spec_accepted: int = 0  # ... and the target accepted
+    spec_tested: int = 0  # ... the target judged (up to each round's first rejection) ...
+    spec_accepted: int = 0  # ... and accepted
     spec_emitted: int = 0  # tokens the rounds emitted (accepted + one resampled or bonus per round)
 
     @property
@@ -54,7 +55,7 @@ class SchedulerStats:
 
     @property
     def spec_acceptance_rate(self) -> float:
-        return self.spec_accepted / self.spec_drafted if self.spec_drafted else 0.0
+        return self.spec_accepted / self.spec_tested if self.spec_tested else 0.0  # SpecStats.acceptance_rate
 
     @property
     def spec_tokens_per_forward(self) -> float:

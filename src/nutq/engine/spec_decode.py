@@ -89,10 +89,11 @@ class SpecSession:
             h, attn = out if s.probes else (out, None)
             logits = t3.speech_logits(h).float()  # (2, T, V)
         drawn: Drawn = []
-        accepted = 0
+        accepted = tested = 0
         for i in range(len(feed)):
             proc = rows.process(row, logits[:, i], None if attn is None else attn[:, i:i + 1])
             if i < len(drafts):
+                tested += 1
                 ok, t = speculative_choice(proc[0], q[i], drafts[i], greedy=params.greedy,
                                            tolerance=self.spec.tolerance, generator=gen,
                                            accept_generator=self._accept_gen)
@@ -107,7 +108,8 @@ class SpecSession:
         st = self.stats
         st.rounds += 1
         st.drafted += len(drafts)
+        st.tested += tested
         st.accepted += accepted
         st.emitted += len(drawn)
-        self.ctl.update(len(drafts), accepted)
+        self.ctl.update(tested, accepted)
         return drawn

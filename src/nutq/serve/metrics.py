@@ -72,12 +72,15 @@ class _EngineCollector:
                ("vocoder_backlog", "Sessions with vocoder work waiting"),
                ("mean_batch", "Mean sessions per decode step since start"),
                ("mean_queue_wait_s", "Mean wait for a KV slot since start, seconds"),
-               ("spec_acceptance_rate", "Speculative decoding: drafted tokens the target accepted, since start"),
+               ("spec_acceptance_rate", "Speculative decoding: share of the drafted tokens the target judged that it "
+                                        "accepted (per-token acceptance), since start"),
                ("spec_tokens_per_forward", "Speculative decoding: tokens emitted per target forward, since start"))
     _COUNTERS = (("steps", "Batched decode steps"), ("tokens", "Speech tokens drawn"),
                  ("admitted", "Sessions admitted"), ("rejected", "Sessions refused: queue full"),
                  ("spec_rounds", "Speculative rounds (one target forward verifying a draft each)"),
-                 ("spec_drafted", "Tokens proposed by the draft"), ("spec_accepted", "Drafted tokens accepted"),
+                 ("spec_drafted", "Tokens proposed by the draft"),
+                 ("spec_tested", "Drafted tokens the target judged (up to each round's first rejection)"),
+                 ("spec_accepted", "Drafted tokens accepted"),
                  ("spec_emitted", "Tokens emitted by speculative rounds"))
 
     def __init__(self, stats: Callable[[], object | None]):
