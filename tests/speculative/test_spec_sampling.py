@@ -48,6 +48,29 @@ def test_choice_alone_gives_the_target_distribution():
     assert chi2_pvalue(counts, q * n) < 1e-6
 
 
+def test_tolerance_is_lossy_but_never_emits_what_the_target_rules_out():
+    """SSD's tolerance beta accepts more drafts and so moves the output towards the draft (lossy, as
+    documented), but a token the target gives probability 0 (filtered out, or EOS the guard
+    suppresses) is still never emitted."""
+    p = torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05, 0.0])
+    q = torch.tensor([0.05, 0.1, 0.1, 0.25, 0.3, 0.2])
+    n = 6000
+    accepted = {}
+    for beta in (0.0, 0.5):
+        g, ga = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
+        drafts = torch.multinomial(q, n, replacement=True, generator=g)
+        counts, acc = torch.zeros(6), 0
+        for d in drafts.tolist():
+            ok, tok = speculative_choice(p.log(), q, d, greedy=False, tolerance=beta, generator=g, accept_generator=ga)
+            counts[tok] += 1
+            acc += ok
+        assert counts[5] == 0
+        accepted[beta] = acc / n
+        if beta:
+            assert chi2_pvalue(counts, p * n) < 1e-6  # no longer the target's distribution
+    assert accepted[0.5] > accepted[0.0] + 0.2
+
+
 def test_joint_distribution_of_verified_tokens(small_t3):
     """Tokens 0..2 (token 0 from the prefill; token 1 drafted and verified, then either the bonus
     token 2 of that round or, after a rejection, a plain step) against a draft made of the

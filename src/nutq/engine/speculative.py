@@ -148,7 +148,10 @@ def speculative_choice(proc: torch.Tensor, q: torch.Tensor, draft_token: int, *,
         return t == draft_token, t
     p = proc.softmax(-1)
     r = float(torch.rand((), generator=accept_generator, device=p.device))
-    if r < min(1.0, float(p[draft_token] / q[draft_token])) + tolerance:
+    ratio = float(p[draft_token] / q[draft_token])
+    # the tolerance loosens acceptance, but never for a token the target rules out (p = 0: filtered
+    # by min_p/top_p/top_k, or EOS suppressed by the alignment guard)
+    if r < min(1.0, ratio) + (tolerance if ratio > 0 else 0.0):
         return True, draft_token
     residual = (p - q).clamp_min(0.0)
     total = residual.sum()
