@@ -1,6 +1,6 @@
 """T3 decode: one batched step for n sessions vs n solo `decode_step`s, interleaved, one thread.
 
-    python benchmarks/batched_step.py [OUT.json] [--size tiny|full] [--model-dir DIR]
+    python benchmarks/batched_step.py [OUT.json] [--size tiny|full] [--model-dir DIR] [--dtype fp32|bf16]
                                       [--rounds 7] [--steps 8] [--max-len 1500]
 
 Sessions are prefilled once (different texts, alignment-guard probes on, as a session runs);
@@ -31,14 +31,21 @@ PROBES = OFFICIAL.heads
 SESSIONS = (1, 2, 4, 8)
 
 
-def load_t3(size: str, model_dir: str | None) -> T3:
+def load_t3(size: str, model_dir: str | None, dtype: str) -> T3:
     if size == "tiny":
+        if dtype != "fp32":
+            raise SystemExit("--size tiny is random fp32 weights; use --size full --model-dir DIR for other dtypes")
         return randomize_module(T3(T3_TINY), 0).eval()
     if model_dir is None:
         raise SystemExit("--size full needs --model-dir (e.g. one made by `nutq make-checkpoint --size full`)")
-    from nutq.tts import TTS
+    from nutq.checkpoints import files as ckfiles
+    from nutq.models.loading import DTYPES
+    from nutq.models.registry import configs_from_sidecar, load_component
 
-    return TTS.from_local(model_dir).t3
+    files = ckfiles.resolve(model_dir, allow_download=False)
+    # load_component keeps RoPE's inv_freq in fp32 whatever the weights' dtype, as the engine does
+    return load_component(files.root, "t3", configs_from_sidecar(files.sidecar)["t3"], device=torch.device("cpu"),
+                          dtype=DTYPES[dtype]).eval()
 
 
 def prefill_sessions(t3: T3, pool: KVPool) -> list[int]:
@@ -81,10 +88,11 @@ def main() -> None:
     ap.add_argument("--model-dir")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="T3 weights and the KV pool")
     ap.add_argument("--max-len", type=int, default=1500, help="KV pool length (the server's default)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    t3 = load_t3(args.size, args.model_dir)
+    t3 = load_t3(args.size, args.model_dir, args.dtype)
     w = t3.speech_head.weight
     pool = KVPool(t3.cfg.llama, max(SESSIONS), args.max_len, device=w.device, dtype=w.dtype)
     lengths = prefill_sessions(t3, pool)

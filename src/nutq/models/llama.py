@@ -160,9 +160,14 @@ class Attention(nn.Module):
             vc.index_copy_(2, input_pos, v.to(vc.dtype))
         else:
             # A position tensor, not host slicing, so that one captured graph serves any positions.
-            where = input_pos[:, None, :, None].expand_as(k)  # (B, KVH, T, D)
-            kc.scatter_(2, where, k.to(kc.dtype))
-            vc.scatter_(2, where, v.to(vc.dtype))
+            # Advanced-index assignment (index_put_) rather than scatter_: on CPU, scatter_ into a
+            # bf16 cache rewrites the whole cache tensor (measured 11 ms per call for 16 rows of
+            # 512 positions, against 0.01 ms here), which made an 8-session bf16 step 5x a
+            # 4-session one. Rows (B, 1) and positions (B, T) broadcast to (B, T): the values are
+            # then laid out (B, T, KVH, D).
+            rows = torch.arange(B, device=input_pos.device)[:, None]
+            kc[rows, :, input_pos] = k.transpose(1, 2).to(kc.dtype)
+            vc[rows, :, input_pos] = v.transpose(1, 2).to(vc.dtype)
         keys, values = kc[:, :, :kv_len], vc[:, :, :kv_len]
         rep = cfg.num_heads // cfg.num_kv_heads
         if rep > 1:
