@@ -38,14 +38,9 @@ def load_t3(size: str, model_dir: str | None, dtype: str) -> T3:
         return randomize_module(T3(T3_TINY), 0).eval()
     if model_dir is None:
         raise SystemExit("--size full needs --model-dir (e.g. one made by `nutq make-checkpoint --size full`)")
-    from nutq.checkpoints import files as ckfiles
-    from nutq.models.loading import DTYPES
-    from nutq.models.registry import configs_from_sidecar, load_component
+    from nutq.tts import TTS
 
-    files = ckfiles.resolve(model_dir, allow_download=False)
-    # load_component keeps RoPE's inv_freq in fp32 whatever the weights' dtype, as the engine does
-    return load_component(files.root, "t3", configs_from_sidecar(files.sidecar)["t3"], device=torch.device("cpu"),
-                          dtype=DTYPES[dtype]).eval()
+    return TTS.from_local(model_dir, device="cpu", dtype=dtype).t3
 
 
 def prefill_sessions(t3: T3, pool: KVPool) -> list[int]:

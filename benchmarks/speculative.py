@@ -186,8 +186,8 @@ def main() -> int:
                                                        spec_stats=st))
         runs[name] = {"tokens": n, "seconds": wall, "tokens_per_s": n / wall, "k": k, **st.as_dict()}
 
-    def best(alpha: float) -> tuple[int, float]:
-        rate = {k: expected_tokens(alpha, k) / (k * cost["draft"] + cost[f"verify_{k}"]) for k in range(1, 9)}
+    def best(alpha: float, draft_s: float = cost["draft"]) -> tuple[int, float]:
+        rate = {k: expected_tokens(alpha, k) / (k * draft_s + cost[f"verify_{k}"]) for k in range(1, 9)}
         k = max(rate, key=rate.get)
         return k, rate[k]
 
@@ -201,10 +201,8 @@ def main() -> int:
     # reachable on this machine at all, whatever the draft.
     free_draft = []
     for i in range(11):
-        alpha = i / 10
-        rate = {k: expected_tokens(alpha, k) / cost[f"verify_{k}"] for k in range(1, 9)}
-        k = max(rate, key=rate.get)
-        free_draft.append({"acceptance": alpha, "best_k": k, "speedup": rate[k] * plain_s})
+        k, r = best(i / 10, draft_s=0.0)
+        free_draft.append({"acceptance": i / 10, "best_k": k, "speedup": r * plain_s})
     measured = {name: best(min(runs[name]["acceptance_rate"], 1.0)) for name in ("draft_target", "small_draft")}
     # rounds for N sessions: E/R tokens/s in all (best k); batched plain steps: N / batched(N)
     crossover = []

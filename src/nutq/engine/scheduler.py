@@ -29,6 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +47,7 @@ from .sampling import to_device
 from .scheduler_jobs import Chunks, Draws, Job, SchedulerStats
 from .session import Session
 from .spec_decode import SpecSession
-from .speculative import SpecConfig
+from .speculative import SpecConfig, SpecStats
 from .vocoder_worker import END, VocoderTask, VocoderWorker
 
 __all__ = ["Scheduler", "SchedulerBusy", "SchedulerClosed", "SchedulerStats", "LoopStep"]
@@ -138,8 +139,9 @@ class Scheduler:
         self._waiting: deque[Job] = deque()  # guarded by _cv
         self._active: list[Job] = []  # engine thread only
         self._closed = False
-        self._counts = dict(steps=0, step_rows=0, tokens=0, admitted=0, rejected=0, spec_rounds=0, spec_drafted=0,
-                            spec_tested=0, spec_accepted=0, spec_emitted=0)
+        # SchedulerStats' spec_* fields are SpecStats' counters, summed over every session's rounds
+        self._counts = dict(steps=0, step_rows=0, tokens=0, admitted=0, rejected=0,
+                            **{f"spec_{f.name}": 0 for f in fields(SpecStats)})
         self._wait_sum = self._wait_max = 0.0
         vocoder_device = s3gen.flow.encoder_proj.weight.device
         if vocoder_batch is None:
@@ -388,16 +390,14 @@ class Scheduler:
             try:
                 if job.spec is None:
                     job.spec = SpecSession(self.speculative, job.session, self._rows)
-                st = job.spec.stats
-                before = (st.rounds, st.drafted, st.tested, st.accepted, st.emitted)
                 drawn = job.spec.round()
             except Exception as e:  # noqa: BLE001 - its own draft and forward: this session only
                 self._active.remove(job)
                 self._fail(job, e)
                 continue
             with self._cv:
-                for name, was in zip(("rounds", "drafted", "tested", "accepted", "emitted"), before):
-                    self._counts[f"spec_{name}"] += getattr(st, name) - was
+                for f in fields(SpecStats):
+                    self._counts[f"spec_{f.name}"] += getattr(job.spec.last, f.name)
             self._accept_round(job, drawn, t0)
 
     def _accept_round(self, job: Job, drawn: list, t0: float) -> None:

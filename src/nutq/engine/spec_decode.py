@@ -64,7 +64,8 @@ class SpecSession:
         span = (cfg.len_cond, cfg.len_cond + text_ids.shape[-1])
         self.runner = DraftRunner(draft, embeds, s.params, s.slot.cache.max_len, guard=guard, text_span=span)
         self.ctl = AdaptiveK(spec)
-        self.stats = SpecStats()
+        self.stats = SpecStats()  # this session's rounds so far
+        self.last = SpecStats()  # the latest round's alone (what the scheduler adds to its totals)
         self._accept_gen = _accept_generator(rows.generator(self.row), dev)
 
     def round(self) -> Drawn:
@@ -105,11 +106,7 @@ class SpecSession:
             accepted += int(ok)
             if not ok or t == self.eos:
                 break
-        st = self.stats
-        st.rounds += 1
-        st.drafted += len(drafts)
-        st.tested += tested
-        st.accepted += accepted
-        st.emitted += len(drawn)
+        self.last = SpecStats(rounds=1, drafted=len(drafts), tested=tested, accepted=accepted, emitted=len(drawn))
+        self.stats.add(self.last)
         self.ctl.update(tested, accepted)
         return drawn
